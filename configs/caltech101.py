@@ -1,0 +1,16 @@
+"""Caltech-101, Table VIII: resize 256, centre crop 224, lr 0.01, 50 epochs, batch 64."""
+
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.dataset = 'caltech101'
+  config.model = 'resnet18_imagenet'
+  config.crop_padding = 0
+  config.learning_rate = 0.01
+  config.num_epochs = 50
+  config.batch_size = 64
+  config.unlabeled_batch_size = 64
+  config.score_chunk_size = 256
+  return config

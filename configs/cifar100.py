@@ -1,0 +1,9 @@
+"""CIFAR-100, Table VIII."""
+
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.dataset = 'cifar100'
+  return config

@@ -1,0 +1,57 @@
+"""Default protocol: the paper's classification setup (Table VIII) on CIFAR-10.
+
+Dataset configs import this and change only what differs.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """Returns the paper's CIFAR-10 protocol."""
+  config = ml_collections.ConfigDict()
+
+  # Data.
+  config.dataset = 'cifar10'  # A name in tod_jax.input_pipeline.DATASETS.
+  config.data_dir = ''  # TFDS data_dir; '' uses the TFDS default (~/tensorflow_datasets).
+  config.crop_padding = 4  # Zero padding before the random crop back to full size; 0: no crop.
+  config.flip = True  # Random horizontal flip of training images.
+
+  # Model.
+  config.model = 'resnet18'  # A name in tod_jax.models.MODELS.
+  config.dropout_rate = 0.0  # Dropout before the classifier (MC-dropout needs > 0).
+
+  # Active learning protocol.
+  config.initial_fraction = 0.10  # Start: 10% of the pool labeled at random.
+  config.budget_fraction = 0.05  # Budget b: 5% of the pool queried per cycle.
+  config.num_cycles = 7  # Cycles trained: 10%, 15%, ..., 40% labeled.
+  config.strategy = 'cod'  # A name in tod_jax.strategies.STRATEGIES.
+  config.pool_subset = 0  # Score a random subset of this many unlabeled samples; 0: all.
+  config.reinit_each_cycle = False  # The authors' code continues from the last cycle's weights.
+
+  # Optimization (per cycle; optimizer state and schedule restart each cycle).
+  config.optimizer = 'sgd'  # 'sgd' (momentum, weight decay) or 'adam'.
+  config.learning_rate = 0.1
+  config.momentum = 0.9
+  config.weight_decay = 5e-4
+  config.num_epochs = 200  # One epoch = one pass over the labeled set.
+  config.batch_size = 128  # Labeled batch size.
+  config.unlabeled_batch_size = 128  # Unlabeled batch drawn each step for the TOD loss.
+  config.lr_decay_at = 0.8  # Learning rate x lr_decay_factor after this fraction of steps.
+  config.lr_decay_factor = 0.1
+
+  # TOD (Eqs. 5-9).
+  config.semi = True  # Add the unsupervised TOD loss of Eq. 7 (Eq. 9); False: CE only.
+  config.tod_weight = 0.05  # lambda of Eq. 9.
+  config.ema_decay = 0.999  # alpha of Eq. 6.
+  config.ema_warmup = True  # decay = min(1 - 1/(step+1), alpha), as in the authors' code.
+  config.loss_output = 'logits'  # Output compared in Eq. 7: 'logits' (authors' code) or 'softmax'.
+  config.score_output = 'softmax'  # Output compared by COD, Eq. 5: 'softmax' (authors' code) or 'logits'.
+
+  # Scoring and evaluation.
+  config.score_chunk_size = 1024  # Pool samples per sharded scoring call (rounded up to #devices).
+
+  # Run.
+  config.seed = 0  # Initial labeled set, initialisation, batches, augmentation.
+  config.tensorboard = True  # Write TensorBoard events to workdir/tensorboard.
+  config.progress_bar = True  # One tqdm bar per cycle.
+  return config

@@ -1,0 +1,10 @@
+"""SVHN (TFDS svhn_cropped), Table VIII."""
+
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.dataset = 'svhn_cropped'
+  config.flip = False  # Digits are not mirror-symmetric; the authors' code does not flip SVHN.
+  return config

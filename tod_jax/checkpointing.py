@@ -1,0 +1,60 @@
+"""Orbax checkpoints of a run: one per completed cycle, written atomically.
+
+A checkpoint for cycle c holds the model trained in cycle c (params, BatchNorm
+statistics, EMA model, step) — which is also the baseline w_c that COD and the
+cyclic loss need in cycle c+1 — and, as JSON, the labeled set for cycle c+1,
+the cycle number, the next cycle's PRNG key and every metrics record so far.
+Orbax writes into a temporary directory and renames it when complete, so an
+interrupted save never replaces the last good checkpoint.
+"""
+
+import os
+from typing import Any, Optional
+
+import chex
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint cannot be read or does not fit this run."""
+
+
+class Checkpointer:
+  """Saves and restores `(model_tree, meta)` per cycle under `workdir/checkpoints`."""
+
+  def __init__(self, workdir: str, max_to_keep: Optional[int] = None):
+    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    self._manager = ocp.CheckpointManager(
+        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
+                                                             create=True))
+
+  def latest_cycle(self) -> Optional[int]:
+    return self._manager.latest_step()
+
+  def save(self, cycle: int, model_tree: chex.ArrayTree, meta: dict) -> None:
+    """Saves and waits until the checkpoint is complete on disk."""
+    self._manager.save(cycle, args=ocp.args.Composite(
+        model=ocp.args.StandardSave(model_tree), meta=ocp.args.JsonSave(meta)))
+    self._manager.wait_until_finished()
+
+  def restore(self, cycle: int, abstract_model_tree: Any) -> tuple[Any, dict]:
+    """Restores cycle `cycle` into the structure of `abstract_model_tree`."""
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_model_tree)
+    try:
+      restored = self._manager.restore(cycle, args=ocp.args.Composite(
+          model=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    except Exception as e:  # Orbax raises many types for missing or corrupt files.
+      raise CheckpointError(
+          f'Cannot restore checkpoint {os.path.join(self.directory, str(cycle))} '
+          f'({type(e).__name__}: {e}). If it is damaged, move that directory away to resume '
+          'from the cycle before, or start a new run with another --workdir.') from e
+    return restored['model'], restored['meta']
+
+  def close(self) -> None:
+    self._manager.close()
+
+
+def indices_to_json(indices: np.ndarray) -> list[int]:
+  return [int(i) for i in np.asarray(indices)]

@@ -1,0 +1,222 @@
+"""The active-learning loop: train, evaluate, score, query, checkpoint; resumable.
+
+config -> data -> state -> train -> score/select -> checkpoint -> metrics.
+"""
+
+import json
+import math
+import os
+import time
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from tod_jax import checkpointing, input_pipeline, models, strategies, tod, train
+from tod_jax.scoring import Scorer
+from tod_jax.sharded_map import make_mesh
+from tod_jax.train_state import create_optimizer, create_train_state, init_variables
+
+# Config fields that may change when a run is resumed.
+RESUMABLE_CHANGES = frozenset(
+    {'num_cycles', 'progress_bar', 'tensorboard', 'score_chunk_size', 'data_dir'})
+
+
+class ConfigMismatchError(ValueError):
+  """The workdir holds a run made with another config."""
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Fails fast, before any data is loaded, on names and values that cannot work."""
+  if config.dataset not in input_pipeline.DATASETS:
+    raise ValueError(f'Unknown dataset {config.dataset!r}; set --config.dataset to one of '
+                     f'{sorted(input_pipeline.DATASETS)}.')
+  models.create_model(config.model, 2)
+  strategies.get_strategy(config.strategy)
+  for field in ('loss_output', 'score_output'):
+    tod.model_output(jnp.zeros((1, 2)), config[field])
+  if not 0 < config.initial_fraction <= 1 or not 0 <= config.budget_fraction <= 1:
+    raise ValueError('initial_fraction must be in (0, 1] and budget_fraction in [0, 1]; got '
+                     f'{config.initial_fraction} and {config.budget_fraction}.')
+  if config.num_cycles < 1 or config.num_epochs < 1 or config.batch_size < 1:
+    raise ValueError('num_cycles, num_epochs and batch_size must be at least 1.')
+
+
+def plan_sizes(config: ml_collections.ConfigDict, pool_size: int) -> tuple[int, int]:
+  """(initial labeled size, budget per cycle); raises if the pool cannot supply them."""
+  initial = max(1, int(round(config.initial_fraction * pool_size)))
+  budget = int(round(config.budget_fraction * pool_size))
+  needed = initial + budget * config.num_cycles  # Every cycle, the last too, queries.
+  if needed > pool_size or (config.semi and needed == pool_size):
+    raise ValueError(
+        f'{config.num_cycles} cycles need {needed} labeled samples ({initial} + '
+        f'{config.num_cycles} x {budget}) but the pool has {pool_size}' +
+        (' and the TOD loss needs unlabeled samples' if needed == pool_size else '') +
+        '; lower --config.budget_fraction, --config.initial_fraction or --config.num_cycles.')
+  return initial, budget
+
+
+def check_workdir_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Writes workdir/config.json, or checks that a resumed run has the same config."""
+  path = os.path.join(workdir, 'config.json')
+  current = json.loads(config.to_json())
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    diffs = sorted(k for k in set(saved) | set(current)
+                   if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
+    if diffs:
+      detail = ', '.join(f'{k}: {saved.get(k)!r} there, {current.get(k)!r} now' for k in diffs)
+      raise ConfigMismatchError(
+          f'{workdir} holds a run with another config ({detail}); use a new --workdir, or '
+          'the same config to resume it.')
+  _write_atomic(path, json.dumps(current, indent=2, sort_keys=True))
+
+
+def _write_atomic(path: str, text: str) -> None:
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w') as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def _check_query(queried: np.ndarray, candidates: np.ndarray, budget: int, name: str) -> None:
+  queried = np.asarray(queried)
+  if (queried.shape != (budget,) or len(np.unique(queried)) != budget
+      or not np.isin(queried, candidates).all()):
+    raise RuntimeError(f'Strategy {name!r} returned {queried.shape} indices; it must return '
+                       f'{budget} distinct unlabeled candidates. This is a bug in the strategy.')
+
+
+def _model_tree(state, key) -> dict:
+  return {'params': state.params, 'batch_stats': state.batch_stats,
+          'ema_params': state.ema_params, 'ema_batch_stats': state.ema_batch_stats,
+          'step': state.step, 'rng': jax.random.key_data(key)}
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
+  """Runs (or resumes) all cycles of `config` in `workdir`; returns the metrics records."""
+  validate_config(config)
+  os.makedirs(workdir, exist_ok=True)
+  check_workdir_config(workdir, config)
+  dataset = input_pipeline.load_dataset(config)
+  initial_size, budget = plan_sizes(config, dataset.pool_size)
+
+  model = models.create_model(config.model, dataset.num_classes, config.dropout_rate)
+  scorer = Scorer(model, dataset.mean, dataset.std, config.score_output,
+                  config.score_chunk_size, make_mesh())
+  strategy = strategies.get_strategy(config.strategy)
+  base_key = jax.random.PRNGKey(config.seed)
+  init_vars = init_variables(model, jax.random.fold_in(base_key, 0), dataset.image_shape)
+
+  checkpointer = checkpointing.Checkpointer(workdir)
+  last = checkpointer.latest_cycle()
+  if last is None:
+    labeled = np.sort(np.random.default_rng(config.seed).choice(
+        dataset.pool_size, initial_size, replace=False))
+    variables, ema_variables, step, records = init_vars, None, 0, []
+    baseline = jax.tree.map(jnp.copy, init_vars)
+    key = jax.random.fold_in(base_key, 1)
+    first_cycle = 1
+  else:
+    abstract = _model_tree(create_train_state(model, init_vars, create_optimizer(config, 1)),
+                           base_key)
+    tree, meta = checkpointer.restore(last, abstract)
+    labeled, records = np.asarray(meta['labeled'], np.int64), meta['records']
+    variables = {'params': tree['params'], 'batch_stats': tree['batch_stats']}
+    ema_variables = {'params': tree['ema_params'], 'batch_stats': tree['ema_batch_stats']}
+    step, key = int(tree['step']), jax.random.wrap_key_data(tree['rng'])
+    baseline = jax.tree.map(jnp.copy, variables)
+    first_cycle = last + 1
+    logging.info('Resuming %s after cycle %d (%d labeled).', workdir, last, len(labeled))
+  _write_metrics(workdir, records)
+
+  writer = None
+  if config.tensorboard:
+    import tensorboardX  # Optional at import time; listed in install_requires.
+    writer = tensorboardX.SummaryWriter(os.path.join(workdir, 'tensorboard'))
+  try:
+    for cycle in range(first_cycle, config.num_cycles + 1):
+      if config.reinit_each_cycle:
+        variables, ema_variables = jax.tree.map(jnp.copy, init_vars), None
+      unlabeled = np.setdiff1d(np.arange(dataset.pool_size), labeled)
+      n_steps = config.num_epochs * train.steps_per_epoch(len(labeled), config.batch_size)
+      state = create_train_state(model, variables, create_optimizer(config, n_steps),
+                                 ema_variables, step)
+      np_rng = np.random.default_rng([config.seed, cycle])
+
+      start = time.perf_counter()
+      state, train_metrics = train.train_cycle(
+          state, dataset, labeled, unlabeled, config, np_rng, key, cycle=cycle, writer=writer)
+      jax.block_until_ready(state)
+      train_seconds = time.perf_counter() - start
+      test_accuracy = scorer.accuracy(state.variables, dataset.test_images, dataset.test_labels)
+      ema_accuracy = scorer.accuracy(state.ema_variables, dataset.test_images,
+                                     dataset.test_labels)
+
+      # Every cycle queries, the last one too: its query is the next batch to label.
+      candidates = unlabeled
+      if config.pool_subset and config.pool_subset < len(unlabeled):
+        candidates = np.sort(np_rng.choice(unlabeled, config.pool_subset, replace=False))
+      if budget > len(candidates):
+        raise ValueError(f'Budget {budget} exceeds the {len(candidates)} candidates; raise '
+                         '--config.pool_subset or lower --config.budget_fraction.')
+      ctx = strategies.QueryContext(config, dataset, labeled, candidates, state, baseline,
+                                    scorer, np_rng)
+      start = time.perf_counter()
+      queried = np.asarray(strategy(ctx, budget))
+      score_seconds = time.perf_counter() - start
+      _check_query(queried, candidates, budget, config.strategy)
+
+      record = {'cycle': cycle, 'num_labeled': int(len(labeled)),
+                'labeled_fraction': len(labeled) / dataset.pool_size,
+                'test_accuracy': test_accuracy, 'ema_test_accuracy': ema_accuracy,
+                'train_loss': train_metrics.get('loss'), 'strategy': config.strategy,
+                'seed': config.seed, 'dataset': config.dataset,
+                'train_seconds': train_seconds, 'score_seconds': score_seconds,
+                'num_queried': int(len(queried))}
+      records.append(record)
+      next_labeled = np.union1d(labeled, queried).astype(np.int64)
+      key = jax.random.fold_in(base_key, cycle + 1)
+      checkpointer.save(cycle, _model_tree(state, key), {
+          'cycle': cycle, 'labeled': checkpointing.indices_to_json(next_labeled),
+          'queried': checkpointing.indices_to_json(queried), 'records': records})
+      _write_metrics(workdir, records)
+      if writer is not None:
+        writer.add_scalar('cycle/test_accuracy', test_accuracy, len(labeled))
+        writer.flush()
+      logging.info('cycle %d: %d labeled, test accuracy %.4f (EMA %.4f), train %.1fs, '
+                   'query %.2fs', cycle, len(labeled), test_accuracy, ema_accuracy,
+                   train_seconds, score_seconds)
+
+      labeled, step = next_labeled, int(state.step)
+      variables, ema_variables = state.variables, state.ema_variables
+      baseline = jax.tree.map(jnp.copy, variables)  # w_c, the next cycle's w_{c-1}.
+  finally:
+    checkpointer.close()
+    if writer is not None:
+      writer.close()
+  return records
+
+
+def _write_metrics(workdir: str, records: list[dict]) -> None:
+  """metrics.jsonl, one line per completed cycle, rewritten from the checkpointed records."""
+  _write_atomic(os.path.join(workdir, 'metrics.jsonl'),
+                ''.join(json.dumps(r) + '\n' for r in records))
+
+
+def final_labeled(workdir: str) -> Optional[np.ndarray]:
+  """The labeled set stored by the latest checkpoint in `workdir`, or None."""
+  checkpointer = checkpointing.Checkpointer(workdir)
+  try:
+    last = checkpointer.latest_cycle()
+    if last is None:
+      return None
+    meta = checkpointer._manager.restore(last, args=checkpointing.ocp.args.Composite(
+        meta=checkpointing.ocp.args.JsonRestore()))['meta']
+    return np.asarray(meta['labeled'], np.int64)
+  finally:
+    checkpointer.close()

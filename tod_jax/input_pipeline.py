@@ -1,0 +1,180 @@
+"""Datasets as in-memory uint8 arrays, and augmentation that runs inside jit.
+
+The pool is the train split, addressed by integer index; the test split is used
+for evaluation only. Images are stored `[N, H, W, C]` uint8 after any
+deterministic resizing, so a pool that fits in host memory is gathered by index
+and normalised / augmented on the accelerator.
+"""
+
+import dataclasses
+from typing import Callable, Optional, Sequence
+
+import chex
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """A labeled train pool and test set. Images uint8 [N, H, W, C], labels int32 [N]."""
+  name: str
+  train_images: np.ndarray
+  train_labels: np.ndarray
+  test_images: np.ndarray
+  test_labels: np.ndarray
+  num_classes: int
+  mean: tuple[float, ...]  # Per channel, on the [0, 1] scale.
+  std: tuple[float, ...]
+
+  @property
+  def pool_size(self) -> int:
+    return len(self.train_labels)
+
+  @property
+  def image_shape(self) -> tuple[int, ...]:
+    return tuple(self.train_images.shape[1:])
+
+
+class DatasetNotPreparedError(RuntimeError):
+  """A TFDS dataset is not on disk and cannot be downloaded here."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsSpec:
+  """How to read one TFDS dataset and bring it to the paper's input size."""
+  tfds_name: str
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  splits: Sequence[str] = ('train', 'test')
+  holdout_fraction: float = 0.0  # >0: pool all splits, hold out this fraction as test.
+  resize: Optional[int] = None  # Resize to resize x resize, then ...
+  center_crop: Optional[int] = None  # ... take the centre crop.
+  pad_to: Optional[int] = None  # Zero-pad a smaller image to pad_to x pad_to.
+
+
+TFDS_SPECS = {
+    'cifar10': TfdsSpec('cifar10', (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    'cifar100': TfdsSpec('cifar100', (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    'fashion_mnist': TfdsSpec('fashion_mnist', (0.2860,), (0.3530,), pad_to=32),
+    'svhn_cropped': TfdsSpec('svhn_cropped', (0.4310, 0.4302, 0.4463), (0.1965, 0.1984, 0.1992)),
+    'caltech101': TfdsSpec('caltech101', (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
+                           holdout_fraction=0.1, resize=256, center_crop=224),
+    'stl10': TfdsSpec('stl10', (0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713),
+                      resize=128, center_crop=96),
+}
+
+
+def _fit_image(image: np.ndarray, spec: TfdsSpec) -> np.ndarray:
+  """Deterministic resize / centre crop / zero-pad of one uint8 HWC image."""
+  if spec.resize is not None and image.shape[:2] != (spec.resize, spec.resize):
+    from PIL import Image  # Pillow: only needed for datasets that resize.
+    mode_image = Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image)
+    image = np.asarray(mode_image.resize((spec.resize, spec.resize), Image.BILINEAR))
+    image = image.reshape(spec.resize, spec.resize, -1)
+  if spec.center_crop is not None:
+    top = (image.shape[0] - spec.center_crop) // 2
+    left = (image.shape[1] - spec.center_crop) // 2
+    image = image[top:top + spec.center_crop, left:left + spec.center_crop]
+  if spec.pad_to is not None:
+    ph, pw = spec.pad_to - image.shape[0], spec.pad_to - image.shape[1]
+    image = np.pad(image, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
+  return image
+
+
+def _read_split(source, spec: TfdsSpec) -> tuple[np.ndarray, np.ndarray]:
+  images, labels = [], []
+  for i in range(len(source)):
+    example = source[i]
+    images.append(_fit_image(np.asarray(example['image'], np.uint8), spec))
+    labels.append(int(example['label']))
+  return np.stack(images), np.asarray(labels, np.int32)
+
+
+def load_tfds(name: str, data_dir: str = '') -> Dataset:
+  """Loads a prepared TFDS dataset (array_record format) with no network access."""
+  import tensorflow_datasets as tfds  # Heavy import, only for TFDS datasets.
+  spec = TFDS_SPECS[name]
+  arrays, num_classes = [], None
+  for split in spec.splits:
+    try:
+      source = tfds.data_source(spec.tfds_name, split=split, data_dir=data_dir or None,
+                                download=False)
+    except Exception as e:  # TFDS raises many unrelated types when data is missing.
+      raise DatasetNotPreparedError(
+          f'TFDS dataset {spec.tfds_name!r} (split {split!r}) is not prepared in '
+          f'{data_dir or "the default TFDS data_dir"}: on a machine with network run '
+          f'`tfds build {spec.tfds_name} --file_format=array_record --data_dir=DIR`, copy DIR '
+          f'here and pass --config.data_dir=DIR. ({type(e).__name__}: {e})') from e
+    num_classes = source.dataset_info.features['label'].num_classes
+    arrays.append(_read_split(source, spec))
+  if spec.holdout_fraction:
+    images = np.concatenate([a[0] for a in arrays])
+    labels = np.concatenate([a[1] for a in arrays])
+    order = np.random.default_rng(0).permutation(len(labels))  # Fixed, seed-independent.
+    n_test = max(1, int(round(spec.holdout_fraction * len(labels))))
+    test, train = order[:n_test], order[n_test:]
+    arrays = [(images[train], labels[train]), (images[test], labels[test])]
+  (train_x, train_y), (test_x, test_y) = arrays
+  return Dataset(name, train_x, train_y, test_x, test_y, num_classes, spec.mean, spec.std)
+
+
+def load_digits() -> Dataset:
+  """scikit-learn's 8x8 digits (ships with the package): 1,437 pool, 360 test."""
+  from sklearn import datasets as sk_datasets
+  from sklearn import model_selection
+  digits = sk_datasets.load_digits()
+  images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+  labels = digits.target.astype(np.int32)
+  train_x, test_x, train_y, test_y = model_selection.train_test_split(
+      images, labels, test_size=0.2, random_state=0, stratify=labels)
+  scaled = train_x.astype(np.float64) / 255.0
+  return Dataset('digits', train_x, train_y, test_x, test_y, 10,
+                 (float(scaled.mean()),), (float(scaled.std()),))
+
+
+DATASETS: dict[str, Callable[[str], Dataset]] = {
+    'digits': lambda data_dir: load_digits(),
+    **{name: (lambda data_dir, name=name: load_tfds(name, data_dir)) for name in TFDS_SPECS},
+}
+
+
+def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
+  """Loads `config.dataset`."""
+  if config.dataset not in DATASETS:
+    raise ValueError(f'Unknown dataset {config.dataset!r}; set --config.dataset to one of '
+                     f'{sorted(DATASETS)}.')
+  return DATASETS[config.dataset](config.data_dir)
+
+
+def normalize(images: chex.Array, mean: Sequence[float], std: Sequence[float]) -> chex.Array:
+  """uint8 [..., C] -> float32, per-channel standardised."""
+  x = images.astype(jnp.float32) / 255.0
+  return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+
+
+def augment(rng: chex.PRNGKey, images: chex.Array, crop_padding: int, flip: bool) -> chex.Array:
+  """Random crop back to size from a zero-padded image, and random horizontal flip.
+
+  Args:
+    rng: PRNG key.
+    images: [batch, H, W, C], any dtype (padding is zeros, i.e. black before normalisation).
+    crop_padding: zero padding on each side; 0 disables cropping.
+    flip: whether to flip each image left-right with probability 1/2.
+  Returns:
+    [batch, H, W, C], same dtype.
+  """
+  chex.assert_rank(images, 4)
+  batch, height, width, channels = images.shape
+  crop_rng, flip_rng = jax.random.split(rng)
+  if crop_padding:
+    p = crop_padding
+    padded = jnp.pad(images, ((0, 0), (p, p), (p, p), (0, 0)))
+    offsets = jax.random.randint(crop_rng, (batch, 2), 0, 2 * p + 1)
+    crop = lambda im, o: jax.lax.dynamic_slice(im, (o[0], o[1], 0), (height, width, channels))
+    images = jax.vmap(crop)(padded, offsets)
+  if flip:
+    do_flip = jax.random.bernoulli(flip_rng, 0.5, (batch, 1, 1, 1))
+    images = jnp.where(do_flip, images[:, :, ::-1, :], images)
+  return images

@@ -1,0 +1,102 @@
+"""Networks, chosen by config name: a CIFAR ResNet-18 and a small CNN.
+
+Every model maps NHWC float images to logits `[batch, classes]`, keeps BatchNorm
+statistics in the 'batch_stats' collection, and sows its penultimate features
+('features') and per-stage outputs ('stage1'..) into 'intermediates' for
+strategies that need them (core-set, LL4AL).
+"""
+
+import functools
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+ModuleDef = Any
+
+
+class BasicBlock(nn.Module):
+  """ResNet basic block: two 3x3 convs with an identity or 1x1 shortcut."""
+  filters: int
+  strides: int
+  conv: ModuleDef
+  norm: ModuleDef
+
+  @nn.compact
+  def __call__(self, x):
+    residual = x
+    y = self.conv(self.filters, (3, 3), (self.strides, self.strides))(x)
+    y = nn.relu(self.norm()(y))
+    y = self.conv(self.filters, (3, 3))(y)
+    y = self.norm(scale_init=nn.initializers.zeros_init())(y)
+    if residual.shape != y.shape:
+      residual = self.conv(self.filters, (1, 1), (self.strides, self.strides))(residual)
+      residual = self.norm()(residual)
+    return nn.relu(residual + y)
+
+
+class ResNet(nn.Module):
+  """ResNet; `cifar_stem` uses a 3x3 stride-1 stem and no max-pool."""
+  num_classes: int
+  stage_sizes: Sequence[int] = (2, 2, 2, 2)
+  widths: Sequence[int] = (64, 128, 256, 512)
+  cifar_stem: bool = True
+  dropout_rate: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, padding='SAME')
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                             epsilon=1e-5, dtype=self.dtype)
+    if self.cifar_stem:
+      x = nn.relu(norm()(conv(self.widths[0], (3, 3))(x)))
+    else:
+      x = nn.relu(norm()(conv(self.widths[0], (7, 7), (2, 2))(x)))
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding='SAME')
+    for i, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
+      for j in range(blocks):
+        strides = 2 if i > 0 and j == 0 else 1
+        x = BasicBlock(width, strides, conv=conv, norm=norm)(x)
+      self.sow('intermediates', f'stage{i + 1}', x)
+    x = jnp.mean(x, axis=(1, 2))
+    self.sow('intermediates', 'features', x)
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
+
+
+class SmallCNN(nn.Module):
+  """Three conv-BN-ReLU layers, one max-pool, global pool, linear head."""
+  num_classes: int
+  widths: Sequence[int] = (32, 64, 128)
+  dropout_rate: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                             dtype=self.dtype)
+    for i, width in enumerate(self.widths):
+      x = nn.Conv(width, (3, 3), use_bias=False, dtype=self.dtype)(x)
+      x = nn.relu(norm()(x))
+      self.sow('intermediates', f'stage{i + 1}', x)
+      if i == 0:
+        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = jnp.mean(x, axis=(1, 2))
+    self.sow('intermediates', 'features', x)
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    'resnet18': functools.partial(ResNet, cifar_stem=True),
+    'resnet18_imagenet': functools.partial(ResNet, cifar_stem=False),
+    'small_cnn': SmallCNN,
+}
+
+
+def create_model(name: str, num_classes: int, dropout_rate: float = 0.0) -> nn.Module:
+  """Builds the model registered as `name`."""
+  if name not in MODELS:
+    raise ValueError(f'Unknown model {name!r}; set --config.model to one of {sorted(MODELS)}.')
+  return MODELS[name](num_classes=num_classes, dropout_rate=dropout_rate)

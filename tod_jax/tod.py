@@ -1,0 +1,62 @@
+"""The paper's equations (Huang et al., TNNLS 2022), in one place.
+
+All functions are pure and work on per-sample model outputs `[batch, ...]`
+(classification: `[batch, classes]`; segmentation: `[batch, H, W, classes]`).
+"""
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def model_output(logits: chex.Array, kind: str) -> chex.Array:
+  """The output f(x) that the discrepancies compare: 'logits' or 'softmax'."""
+  if kind == 'logits':
+    return logits
+  if kind == 'softmax':
+    return jax.nn.softmax(logits, axis=-1)
+  raise ValueError(f"Unknown model output {kind!r}; use 'logits' or 'softmax'.")
+
+
+def _sq_distance(a: chex.Array, b: chex.Array) -> chex.Array:
+  chex.assert_equal_shape([a, b])
+  diff = (a - b).astype(jnp.float32)
+  return jnp.sum(jnp.square(diff).reshape(diff.shape[0], -1), axis=-1)
+
+
+# Eq. 1 (TOD) and Eq. 5 (COD): D(x) = ||f(x; w_a) - f(x; w_b)||_2.
+def output_discrepancy(out_a: chex.Array, out_b: chex.Array) -> chex.Array:
+  """Per-sample L2 distance between two outputs. [batch, ...] x 2 -> [batch]."""
+  return jnp.sqrt(_sq_distance(out_a, out_b))
+
+
+# Eq. 7: L_U(w) = mean_u ||f(x_u; w) - f(x_u; w_ema)||^2.
+def unsupervised_tod_loss(out: chex.Array, ema_out: chex.Array) -> chex.Array:
+  """Mean squared L2 distance to the (gradient-stopped) baseline output."""
+  return jnp.mean(_sq_distance(out, jax.lax.stop_gradient(ema_out)))
+
+
+# Eq. 8: L_S(w) = mean_s CE(f(x_s; w), y_s).
+def supervised_loss(logits: chex.Array, labels: chex.Array) -> chex.Array:
+  """Mean softmax cross-entropy. logits [batch, classes], labels [batch] int."""
+  chex.assert_rank(labels, logits.ndim - 1)
+  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+
+
+# Eq. 9: L = L_S + lambda * L_U.
+def overall_loss(sup: chex.Array, unsup: chex.Array, tod_weight: float) -> chex.Array:
+  return sup + tod_weight * unsup
+
+
+def ema_decay(step: chex.Numeric, alpha: float, warmup: bool) -> chex.Array:
+  """alpha, or min(1 - 1/(step+1), alpha) (a true mean early on) with warmup."""
+  if not warmup:
+    return jnp.asarray(alpha, jnp.float32)
+  return jnp.minimum(1.0 - 1.0 / (jnp.asarray(step, jnp.float32) + 1.0), alpha)
+
+
+# Eq. 6: w_ema <- alpha * w_ema + (1 - alpha) * w.
+def ema_update(params: chex.ArrayTree, ema_params: chex.ArrayTree,
+               decay: chex.Numeric) -> chex.ArrayTree:
+  return optax.incremental_update(params, ema_params, step_size=1.0 - decay)

@@ -1,0 +1,130 @@
+"""One active-learning cycle of semi-supervised training (Eqs. 6-9)."""
+
+import functools
+import math
+from typing import Any, Callable, Optional
+
+import chex
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tqdm
+
+from tod_jax import input_pipeline, tod
+from tod_jax.input_pipeline import Dataset
+from tod_jax.train_state import TrainState
+
+
+class NonFiniteLossError(FloatingPointError):
+  """Training produced a NaN or infinite loss."""
+
+
+def train_step(state: TrainState, labeled: dict, unlabeled: dict, rng: chex.PRNGKey, *,
+               config: ml_collections.ConfigDict, mean: tuple, std: tuple
+               ) -> tuple[TrainState, dict]:
+  """One SGD step on CE(labeled) + lambda * TOD(unlabeled), then the EMA update.
+
+  Args:
+    state: current train state.
+    labeled: {'image': uint8 [B, H, W, C], 'label': int32 [B]}.
+    unlabeled: {'image': uint8 [U, H, W, C]} (ignored when config.semi is False).
+    rng: PRNG key for augmentation and dropout (folded with the step).
+    config: the run config (static).
+    mean, std: per-channel normalisation.
+  Returns:
+    The new state and scalar metrics {'loss', 'sup_loss', 'unsup_loss', 'accuracy'}.
+  """
+  rng = jax.random.fold_in(rng, state.step)
+  aug_l, aug_u, dropout_rng = jax.random.split(rng, 3)
+  prep = lambda key, images: input_pipeline.normalize(
+      input_pipeline.augment(key, images, config.crop_padding, config.flip), mean, std)
+  x_l = prep(aug_l, labeled['image'])
+  n_l = x_l.shape[0]
+  x = jnp.concatenate([x_l, prep(aug_u, unlabeled['image'])]) if config.semi else x_l
+
+  ema_batch_stats = state.ema_batch_stats
+  if config.semi:
+    # The baseline (EMA) model runs in training mode with its own BatchNorm statistics.
+    ema_logits, ema_updates = state.apply_fn(
+        state.ema_variables, x[n_l:], train=True, mutable=['batch_stats'],
+        rngs={'dropout': jax.random.fold_in(dropout_rng, 1)})
+    ema_batch_stats = ema_updates['batch_stats']
+    ema_out = tod.model_output(ema_logits, config.loss_output)
+
+  def loss_fn(params):
+    logits, updates = state.apply_fn(
+        {'params': params, 'batch_stats': state.batch_stats}, x, train=True,
+        mutable=['batch_stats'], rngs={'dropout': dropout_rng})
+    sup = tod.supervised_loss(logits[:n_l], labeled['label'])
+    unsup = (tod.unsupervised_tod_loss(tod.model_output(logits[n_l:], config.loss_output),
+                                       ema_out) if config.semi else jnp.zeros(()))
+    loss = tod.overall_loss(sup, unsup, config.tod_weight if config.semi else 0.0)
+    return loss, (updates['batch_stats'], logits[:n_l], sup, unsup)
+
+  (loss, (batch_stats, logits_l, sup, unsup)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(state.params)
+  state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  decay = tod.ema_decay(state.step, config.ema_decay, config.ema_warmup)
+  if not config.semi:  # No EMA forward pass: average the statistics like the weights.
+    ema_batch_stats = tod.ema_update(batch_stats, ema_batch_stats, decay)
+  state = state.replace(ema_params=tod.ema_update(state.params, state.ema_params, decay),
+                        ema_batch_stats=ema_batch_stats)
+  metrics = {'loss': loss, 'sup_loss': sup, 'unsup_loss': unsup,
+             'accuracy': jnp.mean(jnp.argmax(logits_l, -1) == labeled['label'])}
+  return state, metrics
+
+
+def make_train_step(config: ml_collections.ConfigDict, dataset: Dataset) -> Callable:
+  """The jitted train_step for this config and dataset (state buffers are donated)."""
+  step = functools.partial(train_step, config=ml_collections.FrozenConfigDict(config),
+                           mean=tuple(dataset.mean), std=tuple(dataset.std))
+  return jax.jit(step, donate_argnums=0)
+
+
+def steps_per_epoch(num_labeled: int, batch_size: int) -> int:
+  return max(1, math.ceil(num_labeled / batch_size))
+
+
+def train_cycle(state: TrainState, dataset: Dataset, labeled: np.ndarray,
+                unlabeled: np.ndarray, config: ml_collections.ConfigDict,
+                np_rng: np.random.Generator, key: chex.PRNGKey, *, cycle: int,
+                step_fn: Optional[Callable] = None, writer: Any = None
+                ) -> tuple[TrainState, dict]:
+  """Trains `config.num_epochs` epochs over the labeled set.
+
+  Every batch has exactly `config.batch_size` samples (the last batch of an epoch
+  is filled from the start of the epoch's permutation), so the step compiles once.
+  Raises NonFiniteLossError (the state passed in is then unusable: it was donated)
+  as soon as an epoch's loss is not finite.
+  """
+  step_fn = step_fn or make_train_step(config, dataset)
+  n_steps = steps_per_epoch(len(labeled), config.batch_size)
+  bar = tqdm.trange(config.num_epochs, desc=f'cycle {cycle} ({len(labeled)} labeled)',
+                    disable=not config.progress_bar, leave=False, dynamic_ncols=True)
+  epoch_metrics = {}
+  for epoch in bar:
+    order = np.resize(np_rng.permutation(labeled), n_steps * config.batch_size)
+    order = order.reshape(n_steps, config.batch_size)
+    if config.semi:
+      unl = np_rng.choice(unlabeled, size=(n_steps, config.unlabeled_batch_size),
+                          replace=len(unlabeled) < n_steps * config.unlabeled_batch_size)
+    history = []
+    for i in range(n_steps):
+      batch = {'image': dataset.train_images[order[i]], 'label': dataset.train_labels[order[i]]}
+      unl_batch = {'image': dataset.train_images[unl[i]]} if config.semi else {}
+      state, metrics = step_fn(state, batch, unl_batch, key)
+      history.append(metrics)
+    epoch_metrics = {k: float(v) for k, v in jax.tree.map(
+        lambda *m: jnp.mean(jnp.stack(m)), *history).items()}
+    if not all(math.isfinite(v) for v in epoch_metrics.values()):
+      raise NonFiniteLossError(
+          f'Loss is not finite at cycle {cycle}, epoch {epoch + 1} ({epoch_metrics}); lower '
+          '--config.learning_rate or --config.tod_weight. The last completed cycle\'s '
+          'checkpoint and labeled set are untouched.')
+    bar.set_postfix(loss=f"{epoch_metrics['loss']:.4f}", acc=f"{epoch_metrics['accuracy']:.3f}")
+    if writer is not None:
+      global_step = int(state.step)
+      for name, value in epoch_metrics.items():
+        writer.add_scalar(f'train/{name}', value, global_step)
+  return state, epoch_metrics
