@@ -1,0 +1,39 @@
+"""Run with 8 fake CPU devices (see test_scoring.py): sharded scoring == single device.
+
+Exits non-zero with a message if any check fails.
+"""
+
+import jax
+import numpy as np
+
+from tod_jax import input_pipeline, models, scoring
+from tod_jax.sharded_map import make_mesh
+from tod_jax.train_state import init_variables
+
+
+def main():
+  devices = jax.devices()
+  assert len(devices) == 8, f'expected 8 devices, got {len(devices)}'
+  print(f'devices={len(devices)}')
+  ds = input_pipeline.load_digits()
+  model = models.create_model('small_cnn', 10)
+  a = init_variables(model, jax.random.PRNGKey(0), ds.image_shape)
+  b = init_variables(model, jax.random.PRNGKey(1), ds.image_shape)
+  indices = np.random.default_rng(0).permutation(ds.pool_size)[:333]  # Not a chunk multiple.
+  sharded = scoring.Scorer(model, ds.mean, ds.std, 'softmax', 50, make_mesh(devices))
+  single = scoring.Scorer(model, ds.mean, ds.std, 'softmax', 50, make_mesh(devices[:1]))
+  assert sharded.mesh.size == 8 and sharded._cod.chunk_size == 56
+  # The chunk really is split over all 8 devices.
+  x = jax.device_put(ds.train_images[:56], sharded._cod.data_sharded)
+  assert len(x.sharding.device_set) == 8 and x.addressable_shards[0].data.shape[0] == 7
+  np.testing.assert_allclose(sharded.cod(a, b, ds.train_images, indices),
+                             single.cod(a, b, ds.train_images, indices), rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(sharded.logits(a, ds.test_images),
+                             single.logits(a, ds.test_images), rtol=1e-5, atol=1e-5)
+  assert sharded.accuracy(a, ds.test_images, ds.test_labels) == single.accuracy(
+      a, ds.test_images, ds.test_labels)
+  print('sharded == single: OK')
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,161 @@
+"""The driver end to end: a 2-cycle run, resume, and the bad-input errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import make_tiny_config
+from tod_jax import checkpointing, driver, tod, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _records(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+def _snapshot(workdir):
+  """Bytes of every file a run keeps, to prove a failure changed nothing."""
+  out = {}
+  for base, _, files in os.walk(workdir):
+    for name in files:
+      path = os.path.join(base, name)
+      with open(path, 'rb') as f:
+        out[os.path.relpath(path, workdir)] = f.read()
+  return out
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory):
+  config = make_tiny_config()
+  config.num_cycles = 3
+  workdir = str(tmp_path_factory.mktemp('full'))
+  return config, workdir, driver.run(config, workdir)
+
+
+def test_run_writes_metrics_and_checkpoints(uninterrupted):
+  config, workdir, records = uninterrupted
+  assert [r['cycle'] for r in records] == [1, 2, 3]
+  assert [r['num_labeled'] for r in records] == [144, 216, 288]  # 10% of 1,437, +72 a cycle.
+  assert _records(workdir) == records
+  for r in records:
+    assert 0.0 <= r['test_accuracy'] <= 1.0 and r['strategy'] == 'cod' and r['seed'] == 0
+    assert r['train_seconds'] > 0 and r['score_seconds'] >= 0 and r['num_queried'] == 72
+  assert records[-1]['test_accuracy'] > 0.3  # Well above chance (0.1) after 3 short cycles.
+  labeled = driver.final_labeled(workdir)
+  assert len(labeled) == 360 and len(np.unique(labeled)) == 360
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['1', '2', '3']
+
+
+def test_queries_are_new_unlabeled_indices(uninterrupted):
+  _, workdir, _ = uninterrupted
+  ckpt = checkpointing.Checkpointer(workdir)
+  metas = [ckpt._manager.restore(c, args=checkpointing.ocp.args.Composite(
+      meta=checkpointing.ocp.args.JsonRestore()))['meta'] for c in (1, 2)]
+  ckpt.close()
+  before, after = set(metas[0]['labeled']), set(metas[1]['labeled'])
+  queried = set(metas[1]['queried'])
+  assert len(queried) == 72 and not queried & before and after == before | queried
+
+
+def test_resume_after_interruption_gives_the_same_labeled_set(uninterrupted, tmp_path,
+                                                              monkeypatch):
+  config, full_dir, full_records = uninterrupted
+  workdir = str(tmp_path)
+  original = train.train_cycle
+
+  def interrupted_in_cycle_3(*args, cycle, **kwargs):
+    if cycle == 3:
+      raise KeyboardInterrupt
+    return original(*args, cycle=cycle, **kwargs)
+
+  monkeypatch.setattr(train, 'train_cycle', interrupted_in_cycle_3)
+  with pytest.raises(KeyboardInterrupt):
+    driver.run(config, workdir)
+  assert [r['cycle'] for r in _records(workdir)] == [1, 2]
+  monkeypatch.setattr(train, 'train_cycle', original)
+  resumed = driver.run(config, workdir)
+  np.testing.assert_array_equal(driver.final_labeled(workdir), driver.final_labeled(full_dir))
+  strip = lambda rs: [{k: v for k, v in r.items() if not k.endswith('seconds')} for r in rs]
+  assert strip(resumed) == strip(full_records)
+
+
+def test_rerun_of_finished_run_does_nothing(uninterrupted):
+  config, workdir, records = uninterrupted
+  before = _snapshot(os.path.join(workdir, 'checkpoints'))
+  assert driver.run(config, workdir) == records
+  assert _snapshot(os.path.join(workdir, 'checkpoints')) == before
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tiny_config, tmp_path,
+                                                                   monkeypatch):
+  workdir = str(tmp_path)
+  tiny_config.num_cycles = 1
+  driver.run(tiny_config, workdir)
+  before = _snapshot(workdir)
+  labeled_before = driver.final_labeled(workdir)
+  monkeypatch.setattr(tod, 'supervised_loss', lambda logits, labels: jnp.nan * logits.sum())
+  tiny_config.num_cycles = 2
+  with pytest.raises(train.NonFiniteLossError, match='cycle 2.*lower --config.learning_rate'):
+    driver.run(tiny_config, workdir)
+  after = _snapshot(workdir)
+  after.pop('config.json'), before.pop('config.json')  # num_cycles may change on resume.
+  assert after == before
+  np.testing.assert_array_equal(driver.final_labeled(workdir), labeled_before)
+
+
+def test_workdir_of_another_config_is_refused(tiny_config, tmp_path):
+  tiny_config.num_cycles = 1
+  driver.run(tiny_config, str(tmp_path))
+  tiny_config.learning_rate = 0.5
+  with pytest.raises(driver.ConfigMismatchError, match='learning_rate: 0.05 there, 0.5 now'):
+    driver.run(tiny_config, str(tmp_path))
+
+
+def test_damaged_checkpoint_is_a_clear_error(tiny_config, tmp_path):
+  tiny_config.num_cycles = 1
+  driver.run(tiny_config, str(tmp_path))
+  model_dir = os.path.join(str(tmp_path), 'checkpoints', '1', 'model')
+  for base, _, files in os.walk(model_dir):
+    for name in files:
+      with open(os.path.join(base, name), 'wb') as f:
+        f.write(b'garbage')
+  tiny_config.num_cycles = 2
+  with pytest.raises(checkpointing.CheckpointError, match='Cannot restore checkpoint .*1'):
+    driver.run(tiny_config, str(tmp_path))
+
+
+@pytest.mark.parametrize('field,value,message', [
+    ('dataset', 'mnist', "Unknown dataset 'mnist'"),
+    ('strategy', 'oracle', "Unknown strategy 'oracle'"),
+    ('model', 'vit', "Unknown model 'vit'"),
+    ('score_output', 'probs', 'Unknown model output'),
+    ('budget_fraction', 0.5, 'cycles need .* but the pool has 1437'),
+])
+def test_bad_config_values_fail_before_anything_is_written(tiny_config, tmp_path, field, value,
+                                                           message):
+  tiny_config[field] = value
+  workdir = os.path.join(str(tmp_path), 'run')
+  with pytest.raises(ValueError, match=message):
+    driver.run(tiny_config, workdir)
+  assert not os.path.exists(os.path.join(workdir, 'checkpoints'))
+
+
+def test_command_line_runs_with_overrides(tmp_path):
+  """`python -m tod_jax.main` as in the README, with --config.key=value overrides."""
+  result = subprocess.run(
+      [sys.executable, '-m', 'tod_jax.main', '--config=configs/digits.py',
+       f'--workdir={tmp_path}', '--config.num_cycles=1', '--config.num_epochs=1',
+       '--config.strategy=random', '--config.progress_bar=False'],
+      cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  (record,) = _records(str(tmp_path))
+  assert record['strategy'] == 'random' and record['num_labeled'] == 144
+  assert 'cycle 1: 144 labeled' in result.stderr
+  assert os.listdir(os.path.join(str(tmp_path), 'tensorboard'))

@@ -1,0 +1,103 @@
+"""Datasets (digits, every paper dataset through TFDS mock data) and augmentation."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from tod_jax import input_pipeline
+
+
+def test_digits_split_and_stats():
+  ds = input_pipeline.load_digits()
+  chex.assert_shape(ds.train_images, (1437, 8, 8, 1))
+  chex.assert_shape(ds.test_images, (360, 8, 8, 1))
+  assert ds.train_images.dtype == np.uint8 and ds.train_labels.dtype == np.int32
+  assert ds.num_classes == 10 and set(ds.train_labels) == set(range(10))
+  x = input_pipeline.normalize(jnp.asarray(ds.train_images), ds.mean, ds.std)
+  assert abs(float(x.mean())) < 1e-3 and abs(float(x.std()) - 1.0) < 1e-3
+  # The split is fixed, not seed-dependent.
+  np.testing.assert_array_equal(ds.test_labels, input_pipeline.load_digits().test_labels)
+
+
+# name -> (pool image shape, test size from a mock of 6 examples per split).
+PAPER_DATASETS = {
+    'cifar10': ((32, 32, 3), 6, 10),
+    'cifar100': ((32, 32, 3), 6, 100),
+    'fashion_mnist': ((32, 32, 1), 6, 10),
+    'svhn_cropped': ((32, 32, 3), 6, 10),
+    'caltech101': ((224, 224, 3), 1, 102),  # 90/10 holdout of 12 pooled images.
+    'stl10': ((96, 96, 3), 6, 10),
+}
+
+
+@pytest.mark.parametrize('name', sorted(PAPER_DATASETS))
+def test_tfds_loading_with_mock_data(name):
+  shape, n_test, n_classes = PAPER_DATASETS[name]
+  config = ml_collections.ConfigDict({'dataset': name, 'data_dir': ''})
+  with tfds.testing.mock_data(num_examples=6):
+    ds = input_pipeline.load_dataset(config)
+  assert ds.image_shape == shape
+  assert ds.train_images.dtype == np.uint8
+  assert len(ds.test_labels) == n_test
+  assert ds.pool_size + n_test == 12
+  assert ds.num_classes == n_classes
+  assert len(ds.mean) == len(ds.std) == shape[-1]
+
+
+def test_fit_image_resize_crop_and_pad():
+  spec = input_pipeline.TFDS_SPECS['caltech101']
+  image = np.random.default_rng(0).integers(0, 255, (300, 200, 3), dtype=np.uint8)
+  chex.assert_shape(input_pipeline._fit_image(image, spec), (224, 224, 3))
+  pad = input_pipeline.TFDS_SPECS['fashion_mnist']
+  small = np.full((28, 28, 1), 7, np.uint8)
+  padded = input_pipeline._fit_image(small, pad)
+  chex.assert_shape(padded, (32, 32, 1))
+  assert padded[:2].sum() == 0 and padded[2:30, 2:30].min() == 7
+
+
+def test_unprepared_tfds_dataset_gives_one_clear_error(tmp_path):
+  config = ml_collections.ConfigDict({'dataset': 'cifar10', 'data_dir': str(tmp_path)})
+  with pytest.raises(input_pipeline.DatasetNotPreparedError,
+                     match='tfds build cifar10 --file_format=array_record'):
+    input_pipeline.load_dataset(config)
+
+
+def test_unknown_dataset_names_the_choices():
+  config = ml_collections.ConfigDict({'dataset': 'imagenet', 'data_dir': ''})
+  with pytest.raises(ValueError, match="Unknown dataset 'imagenet'.*cifar10"):
+    input_pipeline.load_dataset(config)
+
+
+def test_normalize_hand_computed():
+  images = jnp.array([[[[0, 255]]]], jnp.uint8)  # [1, 1, 1, 2]
+  out = input_pipeline.normalize(images, (0.5, 0.0), (0.5, 2.0))
+  chex.assert_trees_all_close(out, jnp.array([[[[-1.0, 0.5]]]]))
+
+
+def test_augment_crops_are_windows_of_the_padded_image():
+  rng = jax.random.PRNGKey(3)
+  images = jnp.arange(2 * 4 * 4 * 1, dtype=jnp.int32).reshape(2, 4, 4, 1) + 1
+  out = input_pipeline.augment(rng, images, crop_padding=1, flip=False)
+  chex.assert_equal_shape([out, images])
+  padded = np.pad(np.asarray(images), ((0, 0), (1, 1), (1, 1), (0, 0)))
+  for i in range(2):
+    windows = [padded[i, y:y + 4, x:x + 4] for y in range(3) for x in range(3)]
+    assert any(np.array_equal(np.asarray(out[i]), w) for w in windows)
+
+
+def test_augment_flip_only_mirrors_and_hits_both_outcomes():
+  images = jnp.tile(jnp.arange(4, dtype=jnp.float32)[None, None, :, None], (64, 2, 1, 1))
+  out = np.asarray(input_pipeline.augment(jax.random.PRNGKey(0), images, 0, True))
+  flipped = np.all(out == np.asarray(images)[:, :, ::-1], axis=(1, 2, 3))
+  same = np.all(out == np.asarray(images), axis=(1, 2, 3))
+  assert np.all(flipped | same) and flipped.any() and same.any()
+
+
+def test_augment_is_identity_when_disabled():
+  images = jnp.ones((3, 5, 5, 2))
+  chex.assert_trees_all_equal(input_pipeline.augment(jax.random.PRNGKey(0), images, 0, False),
+                              images)

@@ -1,0 +1,52 @@
+"""Model shapes, parameter counts and sown features."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tod_jax import models
+
+
+def _param_count(tree):
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+def test_cifar_resnet18_shapes_and_parameter_count():
+  model = models.create_model('resnet18', 10)
+  x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+  variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(x.shape)))
+  # The CIFAR ResNet-18 of the reference code has 11,173,962 parameters.
+  assert _param_count(variables['params']) == 11_173_962
+  out = jax.eval_shape(lambda v: model.apply(v, jnp.zeros(x.shape)), variables)
+  chex.assert_shape(out, (2, 10))
+  assert out.dtype == jnp.float32
+
+
+def test_imagenet_resnet18_downsamples_224():
+  model = models.create_model('resnet18_imagenet', 102)
+  variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 224, 224, 3))))
+  (out, inter) = jax.eval_shape(lambda v: model.apply(
+      v, jnp.zeros((1, 224, 224, 3)), mutable=['intermediates']), variables)
+  chex.assert_shape(out, (1, 102))
+  chex.assert_shape(inter['intermediates']['stage4'][0], (1, 7, 7, 512))
+
+
+def test_small_cnn_features_and_batch_stats_update():
+  model = models.create_model('small_cnn', 10, dropout_rate=0.5)
+  x = jax.random.normal(jax.random.PRNGKey(1), (4, 8, 8, 1))
+  variables = model.init(jax.random.PRNGKey(0), x)
+  logits, state = model.apply(variables, x, train=True, mutable=['batch_stats', 'intermediates'],
+                              rngs={'dropout': jax.random.PRNGKey(2)})
+  chex.assert_shape(logits, (4, 10))
+  chex.assert_shape(state['intermediates']['features'][0], (4, 128))
+  with pytest.raises(AssertionError):  # Training mode moved the running statistics.
+    chex.assert_trees_all_close(state['batch_stats'], variables['batch_stats'])
+  # Inference is deterministic (dropout off, running statistics).
+  chex.assert_trees_all_equal(model.apply(variables, x), model.apply(variables, x))
+
+
+def test_unknown_model_names_the_choices():
+  with pytest.raises(ValueError, match="Unknown model 'vgg'.*resnet18"):
+    models.create_model('vgg', 10)

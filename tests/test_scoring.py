@@ -1,0 +1,103 @@
+"""The sharded pool scorer against a plain NumPy loop; padding; eval accuracy."""
+
+import os
+import subprocess
+import sys
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from tod_jax import input_pipeline, models, scoring
+from tod_jax.sharded_map import PoolMapper, make_mesh
+from tod_jax.train_state import init_variables
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _softmax(z):
+  e = np.exp(z - z.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+@pytest.fixture(scope='module')
+def two_models():
+  ds = input_pipeline.load_digits()
+  model = models.create_model('small_cnn', 10)
+  a = init_variables(model, jax.random.PRNGKey(0), ds.image_shape)
+  b = init_variables(model, jax.random.PRNGKey(1), ds.image_shape)
+  return ds, model, a, b
+
+
+@pytest.mark.parametrize('output', ['softmax', 'logits'])
+def test_cod_matches_numpy_loop(two_models, output):
+  ds, model, a, b = two_models
+  scorer = scoring.Scorer(model, ds.mean, ds.std, output, chunk_size=16)
+  indices = np.array([5, 3, 100, 7, 42, 8, 9, 11, 0, 1, 2, 13, 14, 15, 16, 17, 18, 19, 20, 1000])
+  scores = scorer.cod(a, b, ds.train_images, indices)
+  chex.assert_shape(scores, (len(indices),))
+  expected = []
+  for i in indices:  # One sample at a time, no chunking, no sharding.
+    x = input_pipeline.normalize(ds.train_images[i:i + 1], ds.mean, ds.std)
+    fa, fb = np.asarray(model.apply(a, x)), np.asarray(model.apply(b, x))
+    if output == 'softmax':
+      fa, fb = _softmax(fa), _softmax(fb)
+    expected.append(np.linalg.norm(fa - fb))
+  np.testing.assert_allclose(scores, expected, rtol=2e-5, atol=1e-6)
+
+
+def test_cod_of_identical_models_is_zero(two_models):
+  ds, model, a, _ = two_models
+  scorer = scoring.Scorer(model, ds.mean, ds.std, 'softmax', chunk_size=64)
+  # Two separately compiled forward passes may round differently in the last bits.
+  np.testing.assert_allclose(scorer.cod(a, a, ds.train_images, np.arange(70)), 0.0, atol=1e-6)
+
+
+def test_chunking_and_padding_do_not_change_results(two_models):
+  ds, model, a, b = two_models
+  full = scoring.Scorer(model, ds.mean, ds.std, 'softmax', chunk_size=2048)
+  small = scoring.Scorer(model, ds.mean, ds.std, 'softmax', chunk_size=7)
+  idx = np.arange(0, 1437, 13)  # 111 indices: 15 full chunks of 7 and a padded one.
+  np.testing.assert_allclose(small.cod(a, b, ds.train_images, idx),
+                             full.cod(a, b, ds.train_images, idx), rtol=1e-5, atol=1e-7)
+
+
+def test_accuracy_matches_argmax(two_models):
+  ds, model, a, _ = two_models
+  scorer = scoring.Scorer(model, ds.mean, ds.std, 'softmax', chunk_size=100)
+  x = input_pipeline.normalize(ds.test_images, ds.mean, ds.std)
+  expected = np.mean(np.argmax(np.asarray(model.apply(a, x)), -1) == ds.test_labels)
+  assert scorer.accuracy(a, ds.test_images, ds.test_labels) == pytest.approx(expected)
+
+
+def test_pool_mapper_empty_indices_and_pytree_outputs():
+  mapper = PoolMapper(lambda w, x: {'sum': x.sum(-1) * w, 'first': x[:, 0]}, chunk_size=4)
+  images = np.arange(30, dtype=np.float32).reshape(10, 3)
+  out = mapper(np.float32(2.0), images, np.array([9, 0, 4]))
+  np.testing.assert_allclose(out['sum'], [2 * 84.0, 2 * 3.0, 2 * 39.0])
+  np.testing.assert_allclose(out['first'], [27.0, 0.0, 12.0])
+  empty = mapper(np.float32(2.0), images, np.array([], np.int64))
+  chex.assert_shape([empty['sum'], empty['first']], (0,))
+
+
+def test_chunk_size_rounds_up_to_device_count():
+  mesh = make_mesh()
+  mapper = PoolMapper(lambda w, x: x, chunk_size=1, mesh=mesh)
+  assert mapper.chunk_size % mesh.size == 0
+
+
+def test_unknown_output_kind_fails_fast(two_models):
+  ds, model, _, _ = two_models
+  with pytest.raises(ValueError, match='Unknown model output'):
+    scoring.Scorer(model, ds.mean, ds.std, 'probabilities', chunk_size=8)
+
+
+def test_sharded_scorer_on_8_cpu_devices_equals_single_device():
+  """Runs tests/multidevice_check.py in a fresh process with 8 fake CPU devices."""
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+             JAX_PLATFORMS='cpu')
+  result = subprocess.run([sys.executable, os.path.join(ROOT, 'tests', 'multidevice_check.py')],
+                          env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stdout + result.stderr
+  assert 'devices=8' in result.stdout and 'sharded == single: OK' in result.stdout

@@ -1,0 +1,130 @@
+"""The train step: loss goes down, EMA follows Eq. 6, semi=False drops Eq. 7."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tod_jax import input_pipeline, models, tod, train
+from tod_jax.train_state import create_optimizer, create_train_state, init_variables
+
+
+@pytest.fixture
+def setup(tiny_config):
+  ds = input_pipeline.load_digits()
+  model = models.create_model('small_cnn', 10)
+  variables = init_variables(model, jax.random.PRNGKey(0), ds.image_shape)
+  labeled = {'image': ds.train_images[:32], 'label': ds.train_labels[:32]}
+  unlabeled = {'image': ds.train_images[32:48]}
+  return tiny_config, ds, model, variables, labeled, unlabeled
+
+
+def _state(config, model, variables, steps=100):
+  return create_train_state(model, jax.tree.map(jnp.copy, variables),
+                            create_optimizer(config, steps))
+
+
+def test_train_step_lowers_the_loss_on_a_fixed_batch(setup):
+  config, ds, model, variables, labeled, unlabeled = setup
+  step = train.make_train_step(config, ds)
+  state = _state(config, model, variables)
+  losses = []
+  for _ in range(15):
+    state, metrics = step(state, labeled, unlabeled, jax.random.PRNGKey(0))
+    losses.append(float(metrics['loss']))
+  assert losses[-1] < 0.5 * losses[0], losses
+  assert int(state.step) == 15
+  assert float(metrics['unsup_loss']) > 0.0
+
+
+def test_ema_params_follow_eq6_with_warmup(setup):
+  config, ds, model, variables, labeled, unlabeled = setup
+  step = train.make_train_step(config, ds)
+  state = _state(config, model, variables)
+  ema_before = jax.tree.map(np.asarray, state.ema_params)
+  state, _ = step(state, labeled, unlabeled, jax.random.PRNGKey(0))
+  # First step: decay = min(1 - 1/2, 0.999) = 0.5.
+  expected = jax.tree.map(lambda e, p: 0.5 * e + 0.5 * np.asarray(p), ema_before, state.params)
+  chex.assert_trees_all_close(state.ema_params, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_semi_false_has_no_unsupervised_term_and_ignores_unlabeled(setup):
+  config, ds, model, variables, labeled, unlabeled = setup
+  config.semi = False
+  step = train.make_train_step(config, ds)
+  s1, m1 = step(_state(config, model, variables), labeled, {}, jax.random.PRNGKey(0))
+  s2, m2 = step(_state(config, model, variables), labeled, unlabeled, jax.random.PRNGKey(0))
+  assert float(m1['unsup_loss']) == 0.0
+  chex.assert_trees_all_close(m1['loss'], m1['sup_loss'])
+  chex.assert_trees_all_close(s1.params, s2.params)
+
+
+def test_loss_matches_eq9_from_its_terms(setup):
+  config, ds, model, variables, labeled, unlabeled = setup
+  config.tod_weight = 0.5
+  _, m = train.make_train_step(config, ds)(_state(config, model, variables), labeled, unlabeled,
+                                           jax.random.PRNGKey(0))
+  chex.assert_trees_all_close(m['loss'], m['sup_loss'] + 0.5 * m['unsup_loss'], rtol=1e-6)
+
+
+def test_gradient_is_that_of_ce_plus_lambda_tod(setup):
+  """The step's update equals one SGD step on Eq. 9 computed by hand (no momentum yet)."""
+  config, ds, model, variables, labeled, unlabeled = setup
+  config.crop_padding, config.flip, config.weight_decay = 0, False, 0.0
+  state = _state(config, model, variables)
+  new_state, _ = train.make_train_step(config, ds)(
+      _state(config, model, variables), labeled, unlabeled, jax.random.PRNGKey(0))
+  prep = lambda im: input_pipeline.normalize(jnp.asarray(im), ds.mean, ds.std)
+  x = jnp.concatenate([prep(labeled['image']), prep(unlabeled['image'])])
+  ema_logits = model.apply(variables, x[32:], train=True, mutable=['batch_stats'])[0]
+
+  def loss(params):
+    logits = model.apply({'params': params, 'batch_stats': variables['batch_stats']}, x,
+                         train=True, mutable=['batch_stats'])[0]
+    return (tod.supervised_loss(logits[:32], labeled['label'])
+            + config.tod_weight * jnp.mean(jnp.sum((logits[32:] - ema_logits) ** 2, -1)))
+
+  grads = jax.grad(loss)(state.params)
+  expected = jax.tree.map(lambda p, g: p - config.learning_rate * g, state.params, grads)
+  chex.assert_trees_all_close(new_state.params, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_step_compiles_once_per_shape(setup):
+  config, ds, model, variables, labeled, unlabeled = setup
+  traced = []
+  original = train.train_step
+
+  def counting_step(*args, **kwargs):
+    traced.append(1)
+    return original(*args, **kwargs)
+
+  train.train_step = counting_step
+  try:
+    step = train.make_train_step(config, ds)
+    state = _state(config, model, variables)
+    for i in range(3):
+      state, _ = step(state, labeled, unlabeled, jax.random.PRNGKey(i))
+  finally:
+    train.train_step = original
+  assert len(traced) == 1
+
+
+def test_lr_schedule_decays_after_80_percent(tiny_config):
+  tiny_config.weight_decay, tiny_config.momentum = 0.0, 0.0
+  tx = create_optimizer(tiny_config, steps=10)
+  params = {'w': jnp.zeros(())}
+  opt_state = tx.init(params)
+  lrs = []
+  for _ in range(10):
+    u, opt_state = tx.update({'w': jnp.ones(())}, opt_state, params)
+    lrs.append(-float(u['w']))
+  np.testing.assert_allclose(lrs, [0.05] * 8 + [0.005] * 2, rtol=1e-6)
+
+
+def test_weight_decay_is_added_to_the_gradient(tiny_config):
+  tiny_config.momentum = 0.0
+  tx = create_optimizer(tiny_config, steps=10)
+  params = {'w': jnp.array(2.0)}
+  u, _ = tx.update({'w': jnp.array(1.0)}, tx.init(params), params)
+  chex.assert_trees_all_close(u['w'], -0.05 * (1.0 + 5e-4 * 2.0))
