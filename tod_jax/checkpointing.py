@@ -33,24 +33,35 @@ class Checkpointer:
   def latest_cycle(self) -> Optional[int]:
     return self._manager.latest_step()
 
-  def save(self, cycle: int, model_tree: chex.ArrayTree, meta: dict) -> None:
-    """Saves and waits until the checkpoint is complete on disk."""
-    self._manager.save(cycle, args=ocp.args.Composite(
-        model=ocp.args.StandardSave(model_tree), meta=ocp.args.JsonSave(meta)))
+  def save(self, cycle: int, model_tree: chex.ArrayTree, meta: dict,
+           strategy_state: Optional[dict] = None) -> None:
+    """Saves and waits until the checkpoint is complete on disk.
+
+    `strategy_state` is a strategy's own pytree of arrays (e.g. kept COD outputs).
+    """
+    items = {'model': ocp.args.StandardSave(model_tree), 'meta': ocp.args.JsonSave(meta)}
+    if strategy_state:
+      items['strategy_state'] = ocp.args.StandardSave(strategy_state)
+    self._manager.save(cycle, args=ocp.args.Composite(**items))
     self._manager.wait_until_finished()
 
-  def restore(self, cycle: int, abstract_model_tree: Any) -> tuple[Any, dict]:
-    """Restores cycle `cycle` into the structure of `abstract_model_tree`."""
+  def restore(self, cycle: int, abstract_model_tree: Any) -> tuple[Any, dict, dict]:
+    """Restores cycle `cycle`: (model tree shaped like `abstract_model_tree`, meta,
+    strategy state as NumPy arrays or {} if the checkpoint has none)."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_model_tree)
+    items = {'model': ocp.args.StandardRestore(abstract), 'meta': ocp.args.JsonRestore()}
+    if os.path.isdir(os.path.join(self.directory, str(cycle), 'strategy_state')):
+      items['strategy_state'] = ocp.args.StandardRestore()
     try:
-      restored = self._manager.restore(cycle, args=ocp.args.Composite(
-          model=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+      restored = self._manager.restore(cycle, args=ocp.args.Composite(**items))
     except Exception as e:  # Orbax raises many types for missing or corrupt files.
       raise CheckpointError(
           f'Cannot restore checkpoint {os.path.join(self.directory, str(cycle))} '
           f'({type(e).__name__}: {e}). If it is damaged, move that directory away to resume '
           'from the cycle before, or start a new run with another --workdir.') from e
-    return restored['model'], restored['meta']
+    strategy_state = (jax.tree.map(np.asarray, dict(restored['strategy_state']))
+                      if 'strategy_state' in items else {})
+    return restored['model'], restored['meta'], strategy_state
 
   def close(self) -> None:
     self._manager.close()

@@ -38,6 +38,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   strategies.get_strategy(config.strategy)
   for field in ('loss_output', 'score_output'):
     tod.model_output(jnp.zeros((1, 2)), config[field])
+  if config.kept_outputs_dtype not in ('float32', 'bfloat16'):
+    raise ValueError(f'kept_outputs_dtype {config.kept_outputs_dtype!r} is not supported; use '
+                     "'float32' or 'bfloat16'.")
   if not 0 < config.initial_fraction <= 1 or not 0 <= config.budget_fraction <= 1:
     raise ValueError('initial_fraction must be in (0, 1] and budget_fraction in [0, 1]; got '
                      f'{config.initial_fraction} and {config.budget_fraction}.')
@@ -117,14 +120,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   if last is None:
     labeled = np.sort(np.random.default_rng(config.seed).choice(
         dataset.pool_size, initial_size, replace=False))
-    variables, ema_variables, step, records = init_vars, None, 0, []
+    variables, ema_variables, step, records, strategy_state = init_vars, None, 0, [], {}
     baseline = jax.tree.map(jnp.copy, init_vars)
     key = jax.random.fold_in(base_key, 1)
     first_cycle = 1
   else:
     abstract = _model_tree(create_train_state(model, init_vars, create_optimizer(config, 1)),
                            base_key)
-    tree, meta = checkpointer.restore(last, abstract)
+    tree, meta, strategy_state = checkpointer.restore(last, abstract)
     labeled, records = np.asarray(meta['labeled'], np.int64), meta['records']
     variables = {'params': tree['params'], 'batch_stats': tree['batch_stats']}
     ema_variables = {'params': tree['ema_params'], 'batch_stats': tree['ema_batch_stats']}
@@ -165,7 +168,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
         raise ValueError(f'Budget {budget} exceeds the {len(candidates)} candidates; raise '
                          '--config.pool_subset or lower --config.budget_fraction.')
       ctx = strategies.QueryContext(config, dataset, labeled, candidates, state, baseline,
-                                    scorer, np_rng)
+                                    scorer, np_rng, strategy_state)
       start = time.perf_counter()
       queried = np.asarray(strategy(ctx, budget))
       score_seconds = time.perf_counter() - start
@@ -183,7 +186,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
       key = jax.random.fold_in(base_key, cycle + 1)
       checkpointer.save(cycle, _model_tree(state, key), {
           'cycle': cycle, 'labeled': checkpointing.indices_to_json(next_labeled),
-          'queried': checkpointing.indices_to_json(queried), 'records': records})
+          'queried': checkpointing.indices_to_json(queried), 'records': records},
+                        strategy_state)
       _write_metrics(workdir, records)
       if writer is not None:
         writer.add_scalar('cycle/test_accuracy', test_accuracy, len(labeled))

@@ -41,6 +41,11 @@ class PoolMapper:
     self._fn = jax.jit(fn, in_shardings=(self.replicated, self.data_sharded),
                        out_shardings=self.data_sharded)
 
+  def output_struct(self, args: Any, images: np.ndarray) -> Any:
+    """Shapes and dtypes of one chunk's outputs (leading axis chunk_size), computed abstractly."""
+    return jax.eval_shape(self._fn, args, jax.ShapeDtypeStruct(
+        (self.chunk_size, *images.shape[1:]), images.dtype))
+
   def __call__(self, args: Any, images: np.ndarray,
                indices: Optional[np.ndarray] = None) -> Any:
     """Returns fn's outputs as NumPy arrays with leading axis len(indices)."""
@@ -56,9 +61,8 @@ class PoolMapper:
       # Dispatch is asynchronous: the next chunk is gathered while this one computes.
       outputs.append((self._fn(args, jax.device_put(chunk, self.data_sharded)), valid))
     if not outputs:
-      out_struct = jax.eval_shape(self._fn, args, jax.ShapeDtypeStruct(
-          (self.chunk_size, *images.shape[1:]), images.dtype))
-      return jax.tree.map(lambda s: np.zeros((0, *s.shape[1:]), s.dtype), out_struct)
+      return jax.tree.map(lambda s: np.zeros((0, *s.shape[1:]), s.dtype),
+                          self.output_struct(args, images))
     return jax.tree.map(lambda *chunks: np.concatenate(chunks),
                         *[jax.tree.map(lambda a, v=v: np.asarray(a)[:v], out)
                           for out, v in outputs])

@@ -1,0 +1,46 @@
+"""A straightforward PyTorch CIFAR ResNet-18, the baseline the benchmarks compare with.
+
+Same architecture as tod_jax.models.ResNet(cifar_stem=True): 3x3 stem, no max-pool,
+four stages of two basic blocks (64/128/256/512), global average pool, linear head.
+"""
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class BasicBlock(nn.Module):
+
+  def __init__(self, cin: int, cout: int, stride: int):
+    super().__init__()
+    self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+    self.bn1 = nn.BatchNorm2d(cout)
+    self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+    self.bn2 = nn.BatchNorm2d(cout)
+    self.shortcut = nn.Sequential()
+    if stride != 1 or cin != cout:
+      self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                    nn.BatchNorm2d(cout))
+
+  def forward(self, x):
+    y = F.relu(self.bn1(self.conv1(x)))
+    return F.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+
+  def __init__(self, num_classes: int = 10, in_channels: int = 3):
+    super().__init__()
+    self.stem = nn.Sequential(nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False),
+                              nn.BatchNorm2d(64), nn.ReLU())
+    layers, cin = [], 64
+    for i, width in enumerate((64, 128, 256, 512)):
+      for j in range(2):
+        layers.append(BasicBlock(cin, width, 2 if i > 0 and j == 0 else 1))
+        cin = width
+    self.layers = nn.Sequential(*layers)
+    self.fc = nn.Linear(512, num_classes)
+
+  def forward(self, x):
+    x = self.layers(self.stem(x))
+    return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))

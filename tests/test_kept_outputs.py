@@ -1,0 +1,109 @@
+"""COD from kept outputs (one pass per image per cycle) equals two-pass COD."""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import make_tiny_config
+from tod_jax import driver, input_pipeline, kept_outputs, models, scoring
+from tod_jax.train_state import init_variables
+
+
+@pytest.fixture(scope='module')
+def setup():
+  ds = input_pipeline.load_digits()
+  model = models.create_model('small_cnn', 10)
+  weights = [init_variables(model, jax.random.PRNGKey(i), ds.image_shape) for i in range(4)]
+  scorer = scoring.Scorer(model, ds.mean, ds.std, 'softmax', chunk_size=64)
+  return ds, scorer, weights
+
+
+class CountingScorer:
+  """Forwards to a Scorer and counts forward passes per image."""
+
+  def __init__(self, scorer):
+    self.scorer, self.passes = scorer, 0
+
+  def output_shape(self, variables, images):
+    return self.scorer.output_shape(variables, images)
+
+  def outputs(self, variables, images, indices):
+    self.passes += len(indices)
+    return self.scorer.outputs(variables, images, indices)
+
+  def cod(self, variables, baseline, images, indices):
+    self.passes += 2 * len(indices)
+    return self.scorer.cod(variables, baseline, images, indices)
+
+
+def test_kept_scores_equal_two_pass_scores_over_cycles(setup):
+  ds, scorer, (w0, w1, w2, w3) = setup
+  rng = np.random.default_rng(0)
+  candidates = np.sort(rng.choice(ds.pool_size, 600, replace=False))
+  state, counting = {}, CountingScorer(scorer)
+  bogus = w3  # Not w_{c-1}: if kept outputs are used, the result cannot depend on it.
+  for cycle, (current, previous) in enumerate([(w1, w0), (w2, w1), (w3, w2)], start=1):
+    counting.passes = 0
+    kept = kept_outputs.cod_scores(counting, current, previous if cycle == 1 else bogus,
+                                   ds.train_images, candidates, state)
+    two_pass = scorer.cod(current, previous, ds.train_images, candidates)
+    np.testing.assert_allclose(kept, two_pass, rtol=1e-5, atol=1e-6)
+    # Cycle 1 runs both models; later cycles one pass.
+    assert counting.passes == (2 if cycle == 1 else 1) * len(candidates)
+    assert state[kept_outputs.KEPT]['valid'].sum() == len(candidates)
+    candidates = candidates[50:]  # The queried ones leave the pool.
+
+
+def test_indices_without_kept_outputs_use_the_previous_params(setup):
+  ds, scorer, (w0, w1, w2, _) = setup
+  state = {}
+  kept_outputs.cod_scores(scorer, w1, w0, ds.train_images, np.arange(0, 300), state)
+  # Pool subsampling: half of the next candidates were not scored last cycle.
+  candidates = np.arange(150, 450)
+  kept = kept_outputs.cod_scores(scorer, w2, w1, ds.train_images, candidates, state)
+  np.testing.assert_allclose(kept, scorer.cod(w2, w1, ds.train_images, candidates),
+                             rtol=1e-5, atol=1e-6)
+  valid = state[kept_outputs.KEPT]['valid']
+  np.testing.assert_array_equal(np.flatnonzero(valid), candidates)
+
+
+def test_memory_limit_falls_back_to_two_passes(setup):
+  ds, scorer, (w0, w1, _, _) = setup
+  state, counting = {'kept_outputs': 'stale'}, CountingScorer(scorer)
+  candidates = np.arange(100)
+  scores = kept_outputs.cod_scores(counting, w1, w0, ds.train_images, candidates, state,
+                                   max_bytes=1000)  # 1,437 x 10 floats need 57,480 bytes.
+  np.testing.assert_array_equal(scores, scorer.cod(w1, w0, ds.train_images, candidates))
+  assert kept_outputs.KEPT not in state
+  assert counting.passes == 2 * len(candidates)
+
+
+def test_bfloat16_storage_is_close(setup):
+  ds, scorer, (w0, w1, w2, _) = setup
+  state = {}
+  candidates = np.arange(200)
+  kept_outputs.cod_scores(scorer, w1, w0, ds.train_images, candidates, state, dtype='bfloat16')
+  assert state[kept_outputs.KEPT]['outputs'].dtype == np.dtype('bfloat16')
+  kept = kept_outputs.cod_scores(scorer, w2, w1, ds.train_images, candidates, state,
+                                 dtype='bfloat16')
+  np.testing.assert_allclose(kept, scorer.cod(w2, w1, ds.train_images, candidates), atol=1e-2)
+
+
+def test_kept_nbytes():
+  assert kept_outputs.kept_nbytes(1000, (10,), 'float32') == 40_000
+  assert kept_outputs.kept_nbytes(10, (4, 4, 19), 'bfloat16') == 10 * 16 * 19 * 2
+
+
+def test_run_with_and_without_kept_outputs_labels_the_same_samples(tmp_path):
+  labeled = []
+  for keep in (True, False):
+    config = make_tiny_config()
+    config.num_cycles, config.keep_outputs = 3, keep
+    workdir = str(tmp_path / f'keep_{keep}')
+    driver.run(config, workdir)
+    labeled.append(driver.final_labeled(workdir))
+    has_state = os.path.isdir(os.path.join(workdir, 'checkpoints', '3', 'strategy_state'))
+    assert has_state == keep  # The kept outputs travel with the checkpoint.
+  np.testing.assert_array_equal(labeled[0], labeled[1])
