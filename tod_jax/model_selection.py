@@ -18,11 +18,15 @@ import dataclasses
 from typing import Callable, Optional, Sequence
 
 import chex
+import ml_collections
 import numpy as np
 
-from tod_jax import tod
+from tod_jax import candidates as candidates_lib
+from tod_jax import models, tod
 from tod_jax.candidates import Candidate
+from tod_jax.input_pipeline import Dataset
 from tod_jax.scoring import Scorer
+from tod_jax.sharded_map import make_mesh
 
 # (k, candidates per draw) of Table III: "Top-k(m)" = the truly best of m is in the top k.
 TOP_K_SETTINGS = ((1, 3), (1, 5), (1, 10), (3, 10))
@@ -93,6 +97,10 @@ METHODS: dict[str, Callable[[CandidateOutputs, str], np.ndarray]] = {
     'ratio_confidence': _uncertainty(_ratio_confidence),
     'entropy': _uncertainty(_entropy),
 }
+# Row names of the paper's tables.
+METHOD_NAMES = {'tod': 'TOD', 'train_loss': 'Train loss', 'least_confidence': 'Least-C',
+                'margin_confidence': 'Margin-C', 'ratio_confidence': 'Ratio-C',
+                'entropy': 'Entropy'}
 
 
 def _method(name: str) -> Callable:
@@ -181,3 +189,48 @@ def evaluate(candidates: Sequence[CandidateOutputs], labels: np.ndarray,
     selected = select_per_sample(sample_scores(method, candidates, output), predictions)
     sample_acc[method] = float(np.mean(selected == labels))
   return Evaluation(accuracies, scores, top_k, sample_acc)
+
+
+def load_outputs(directories: Sequence[str], config: ml_collections.ConfigDict, dataset: Dataset,
+                 baseline: str) -> list[CandidateOutputs]:
+  """Test-set outputs of saved candidates and their baselines, through one sharded Scorer.
+
+  `config` gives the model (it must be the candidates'), f of Eq. 10 (score_output)
+  and the chunk size.
+  """
+  model = models.create_model(config.model, dataset.num_classes, config.dropout_rate)
+  scorer = Scorer(model, dataset.mean, dataset.std, config.score_output,
+                  config.score_chunk_size, make_mesh())
+  outputs = []
+  for directory in directories:
+    candidate = candidates_lib.load_candidate(directory)
+    trained = candidate.meta['config']
+    if (trained['model'], trained['dataset']) != (config.model, config.dataset):
+      raise ValueError(f'{directory} holds a {trained["model"]} trained on '
+                       f'{trained["dataset"]} but --config has {config.model} on '
+                       f'{config.dataset}; pass the config the candidates were trained with.')
+    outputs.append(candidate_outputs(scorer, candidate, dataset.test_images, baseline))
+  return outputs
+
+
+def _pct(x: float) -> str:
+  return f'{100 * x:.1f}'
+
+
+def markdown_tables(names: Sequence[str], evaluation: Evaluation) -> str:
+  """Table III (top-k hit rates, %) and Table IV (sample-level accuracy, %) as markdown."""
+  settings = sorted({s for top_k in evaluation.top_k.values() for s in top_k},
+                    key=lambda s: (s[0], s[1]))
+  lines = ['| method | ' + ' | '.join(f'Top-{k}({m})' for k, m in settings) + ' |',
+           '|---|' + '---|' * len(settings)]
+  for method, top_k in evaluation.top_k.items():
+    lines.append(f'| {METHOD_NAMES.get(method, method)} | ' +
+                 ' | '.join(_pct(top_k[s]) for s in settings) + ' |')
+  acc = evaluation.accuracies
+  lines += ['', f'| sample-level selection from {len(names)} candidates | test accuracy (%) |',
+            '|---|---|', f'| min single model | {100 * acc.min():.2f} |',
+            f'| mean single model | {100 * acc.mean():.2f} |',
+            f'| max single model | {100 * acc.max():.2f} |']
+  lines += [f'| {METHOD_NAMES.get(m, m)} | {100 * a:.2f} |'
+            for m, a in evaluation.sample_accuracy.items()]
+  return '\n'.join(lines)

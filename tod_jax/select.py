@@ -10,13 +10,12 @@ import sys
 from typing import Sequence, TextIO
 
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from tod_jax import candidates as candidates_lib
-from tod_jax import input_pipeline, model_selection, models
-from tod_jax.scoring import Scorer
-from tod_jax.sharded_map import make_mesh
+from tod_jax import input_pipeline, model_selection
+from tod_jax.model_selection import METHOD_NAMES
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('candidates', None, 'Candidate directories (written by tod_jax.candidates).')
@@ -28,53 +27,6 @@ flags.DEFINE_list('methods', list(model_selection.METHODS), 'Methods to compare.
 flags.DEFINE_integer('draws', 1000, 'Random candidate subsets per top-k setting.')
 flags.DEFINE_integer('seed', 0, 'Seed of the candidate subsets.')
 flags.mark_flags_as_required(['candidates', 'config'])
-
-METHOD_NAMES = {'tod': 'TOD', 'train_loss': 'Train loss', 'least_confidence': 'Least-C',
-                'margin_confidence': 'Margin-C', 'ratio_confidence': 'Ratio-C',
-                'entropy': 'Entropy'}
-
-
-def load_outputs(directories: Sequence[str], config, dataset: input_pipeline.Dataset,
-                 baseline: str) -> list[model_selection.CandidateOutputs]:
-  """Test-set outputs of each candidate and its baseline, through one sharded Scorer."""
-  model = models.create_model(config.model, dataset.num_classes, config.dropout_rate)
-  scorer = Scorer(model, dataset.mean, dataset.std, config.score_output,
-                  config.score_chunk_size, make_mesh())
-  outputs = []
-  for directory in directories:
-    candidate = candidates_lib.load_candidate(directory)
-    trained = candidate.meta['config']
-    if (trained['model'], trained['dataset']) != (config.model, config.dataset):
-      raise ValueError(f'{directory} holds a {trained["model"]} trained on '
-                       f'{trained["dataset"]} but --config has {config.model} on '
-                       f'{config.dataset}; pass the config the candidates were trained with.')
-    outputs.append(model_selection.candidate_outputs(scorer, candidate, dataset.test_images,
-                                                     baseline))
-  return outputs
-
-
-def _pct(x: float) -> str:
-  return f'{100 * x:.1f}'
-
-
-def markdown_tables(names: Sequence[str], evaluation: model_selection.Evaluation) -> str:
-  """Table III (top-k hit rates, %) and Table IV (sample-level accuracy, %) as markdown."""
-  settings = sorted({s for top_k in evaluation.top_k.values() for s in top_k},
-                    key=lambda s: (s[0], s[1]))
-  lines = ['| method | ' + ' | '.join(f'Top-{k}({m})' for k, m in settings) + ' |',
-           '|---|' + '---|' * len(settings)]
-  for method, top_k in evaluation.top_k.items():
-    lines.append(f'| {METHOD_NAMES.get(method, method)} | ' +
-                 ' | '.join(_pct(top_k[s]) for s in settings) + ' |')
-  acc = evaluation.accuracies
-  lines += ['', f'| sample-level selection from {len(names)} candidates | test accuracy (%) |',
-            '|---|---|', f'| min single model | {100 * acc.min():.2f} |',
-            f'| mean single model | {100 * acc.mean():.2f} |',
-            f'| max single model | {100 * acc.max():.2f} |']
-  lines += [f'| {METHOD_NAMES.get(m, m)} | {100 * a:.2f} |'
-            for m, a in evaluation.sample_accuracy.items()]
-  return '\n'.join(lines)
-
 
 def report(names: Sequence[str], outputs: Sequence[model_selection.CandidateOutputs],
            labels, methods: Sequence[str], output: str, draws: int, seed: int,
@@ -90,8 +42,8 @@ def report(names: Sequence[str], outputs: Sequence[model_selection.CandidateOutp
     return
   evaluation = model_selection.evaluate(outputs, labels, methods, output, draws, seed)
   print('\nTest accuracy of single models: ' + ', '.join(
-      f'{n} {_pct(a)}' for n, a in zip(names, evaluation.accuracies)), file=stream)
-  print('\n' + markdown_tables(names, evaluation), file=stream)
+      f'{n} {100 * a:.1f}' for n, a in zip(names, evaluation.accuracies)), file=stream)
+  print('\n' + model_selection.markdown_tables(names, evaluation), file=stream)
 
 
 def main(argv):
@@ -101,9 +53,10 @@ def main(argv):
     if method not in model_selection.METHODS:
       raise app.UsageError(f'Unknown method {method!r} in --methods; use some of '
                            f'{sorted(model_selection.METHODS)}.')
+  logging.set_verbosity(logging.WARNING)  # Orbax logs every restore step at INFO.
   config = FLAGS.config
   dataset = input_pipeline.load_dataset(config)
-  outputs = load_outputs(FLAGS.candidates, config, dataset, FLAGS.baseline)
+  outputs = model_selection.load_outputs(FLAGS.candidates, config, dataset, FLAGS.baseline)
   labels = dataset.test_labels if dataset.test_labels is not None and len(
       dataset.test_labels) else None
   names = [d.rstrip('/').split('/')[-1] for d in FLAGS.candidates]
