@@ -219,15 +219,17 @@ def _pct(x: float) -> str:
 
 def markdown_tables(names: Sequence[str], evaluation: Evaluation) -> str:
   """Table III (top-k hit rates, %) and Table IV (sample-level accuracy, %) as markdown."""
-  settings = sorted({s for top_k in evaluation.top_k.values() for s in top_k},
-                    key=lambda s: (s[0], s[1]))
-  lines = ['| method | ' + ' | '.join(f'Top-{k}({m})' for k, m in settings) + ' |',
-           '|---|' + '---|' * len(settings)]
-  for method, top_k in evaluation.top_k.items():
-    lines.append(f'| {METHOD_NAMES.get(method, method)} | ' +
-                 ' | '.join(_pct(top_k[s]) for s in settings) + ' |')
+  settings = sorted({s for top_k in evaluation.top_k.values() for s in top_k})
+  lines = []
+  if settings:  # Table III needs at least 3 candidates.
+    lines += ['| method | ' + ' | '.join(f'Top-{k}({m})' for k, m in settings) + ' |',
+              '|---|' + '---|' * len(settings)]
+    lines += [f'| {METHOD_NAMES.get(method, method)} | ' +
+              ' | '.join(_pct(top_k[s]) for s in settings) + ' |'
+              for method, top_k in evaluation.top_k.items()]
+    lines.append('')
   acc = evaluation.accuracies
-  lines += ['', f'| sample-level selection from {len(names)} candidates | test accuracy (%) |',
+  lines += [f'| sample-level selection from {len(names)} candidates | test accuracy (%) |',
             '|---|---|', f'| min single model | {100 * acc.min():.2f} |',
             f'| mean single model | {100 * acc.mean():.2f} |',
             f'| max single model | {100 * acc.max():.2f} |']

@@ -6,6 +6,7 @@ Prints each method's model-level ranking and, where the test set has labels,
 Table III (top-k hit rates) and Table IV (sample-level selection accuracy).
 """
 
+import os
 import sys
 from typing import Sequence, TextIO
 
@@ -27,6 +28,7 @@ flags.DEFINE_list('methods', list(model_selection.METHODS), 'Methods to compare.
 flags.DEFINE_integer('draws', 1000, 'Random candidate subsets per top-k setting.')
 flags.DEFINE_integer('seed', 0, 'Seed of the candidate subsets.')
 flags.mark_flags_as_required(['candidates', 'config'])
+
 
 def report(names: Sequence[str], outputs: Sequence[model_selection.CandidateOutputs],
            labels, methods: Sequence[str], output: str, draws: int, seed: int,
@@ -59,7 +61,7 @@ def main(argv):
   outputs = model_selection.load_outputs(FLAGS.candidates, config, dataset, FLAGS.baseline)
   labels = dataset.test_labels if dataset.test_labels is not None and len(
       dataset.test_labels) else None
-  names = [d.rstrip('/').split('/')[-1] for d in FLAGS.candidates]
+  names = [os.path.basename(os.path.normpath(d)) for d in FLAGS.candidates]
   report(names, outputs, labels, FLAGS.methods, config.score_output, FLAGS.draws, FLAGS.seed)
 
 
