@@ -24,6 +24,15 @@ class TodTest(chex.TestCase):
     d = tod.output_discrepancy(a, jnp.zeros_like(a))
     chex.assert_trees_all_close(d, jnp.full((2,), np.sqrt(60.0)))
 
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_test_discrepancy_eq10(self):
+    out = jnp.array([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])
+    base = jnp.array([[0.0, 0.0], [0.5, 0.5], [0.0, 3.0]])
+    chex.assert_trees_all_close(tod.squared_output_discrepancy(out, base),
+                                jnp.array([1.0, 0.0, 4.0]))
+    # Mean over the test set of squared norms: (1 + 0 + 4) / 3.
+    chex.assert_trees_all_close(self.variant(tod.test_discrepancy)(out, base), 5.0 / 3.0)
+
   def test_unsupervised_tod_loss_eq7(self):
     out = jnp.array([[1.0, 2.0], [0.0, 0.0]])
     ema = jnp.array([[0.0, 0.0], [3.0, 0.0]])

@@ -128,3 +128,15 @@ def test_weight_decay_is_added_to_the_gradient(tiny_config):
   params = {'w': jnp.array(2.0)}
   u, _ = tx.update({'w': jnp.array(1.0)}, tx.init(params), params)
   chex.assert_trees_all_close(u['w'], -0.05 * (1.0 + 5e-4 * 2.0))
+
+
+def test_train_cycle_calls_on_step_after_every_step(tiny_config):
+  ds = input_pipeline.load_digits()
+  model = models.create_model('small_cnn', 10)
+  state = _state(tiny_config, model, init_variables(model, jax.random.PRNGKey(0), ds.image_shape))
+  seen = []
+  labeled = np.arange(40)  # 2 steps per epoch at batch 32; 2 epochs.
+  train.train_cycle(state, ds, labeled, np.arange(40, 100), tiny_config,
+                    np.random.default_rng(0), jax.random.PRNGKey(0), cycle=1,
+                    on_step=lambda s, done: seen.append((done, int(s.step))))
+  assert seen == [(1, 1), (2, 2), (3, 3), (4, 4)]

@@ -31,6 +31,17 @@ def output_discrepancy(out_a: chex.Array, out_b: chex.Array) -> chex.Array:
   return jnp.sqrt(_sq_distance(out_a, out_b))
 
 
+def squared_output_discrepancy(out_a: chex.Array, out_b: chex.Array) -> chex.Array:
+  """Per-sample squared L2 distance ||f_a - f_b||^2. [batch, ...] x 2 -> [batch]."""
+  return _sq_distance(out_a, out_b)
+
+
+# Eq. 10: D^(i) = mean_{x in X_test} ||f(x; w^(i)) - f(x; w~^(i))||^2 (smaller is better).
+def test_discrepancy(out: chex.Array, baseline_out: chex.Array) -> chex.Array:
+  """Model-selection score of one candidate from its and its baseline's test outputs."""
+  return jnp.mean(_sq_distance(out, baseline_out))
+
+
 # Eq. 7: L_U(w) = mean_u ||f(x_u; w) - f(x_u; w_ema)||^2.
 def unsupervised_tod_loss(out: chex.Array, ema_out: chex.Array) -> chex.Array:
   """Mean squared L2 distance to the (gradient-stopped) baseline output."""

@@ -89,14 +89,17 @@ def steps_per_epoch(num_labeled: int, batch_size: int) -> int:
 def train_cycle(state: TrainState, dataset: Dataset, labeled: np.ndarray,
                 unlabeled: np.ndarray, config: ml_collections.ConfigDict,
                 np_rng: np.random.Generator, key: chex.PRNGKey, *, cycle: int,
-                step_fn: Optional[Callable] = None, writer: Any = None
+                step_fn: Optional[Callable] = None, writer: Any = None,
+                on_step: Optional[Callable[[TrainState, int], None]] = None
                 ) -> tuple[TrainState, dict]:
   """Trains `config.num_epochs` epochs over the labeled set.
 
   Every batch has exactly `config.batch_size` samples (the last batch of an epoch
   is filled from the start of the epoch's permutation), so the step compiles once.
   Raises NonFiniteLossError (the state passed in is then unusable: it was donated)
-  as soon as an epoch's loss is not finite.
+  as soon as an epoch's loss is not finite. `on_step(state, steps_done)`, if
+  given, runs after every step (steps counted from 1 in this call); it must copy
+  what it keeps, because the next step donates the state's buffers.
   """
   step_fn = step_fn or make_train_step(config, dataset)
   n_steps = steps_per_epoch(len(labeled), config.batch_size)
@@ -115,6 +118,8 @@ def train_cycle(state: TrainState, dataset: Dataset, labeled: np.ndarray,
       unl_batch = {'image': dataset.train_images[unl[i]]} if config.semi else {}
       state, metrics = step_fn(state, batch, unl_batch, key)
       history.append(metrics)
+      if on_step is not None:
+        on_step(state, epoch * n_steps + i + 1)
     epoch_metrics = {k: float(v) for k, v in jax.tree.map(
         lambda *m: jnp.mean(jnp.stack(m)), *history).items()}
     if not all(math.isfinite(v) for v in epoch_metrics.values()):

@@ -1,0 +1,148 @@
+"""Candidate models for test-data-aware model selection (paper Section V).
+
+A candidate is one model trained on a fixed labeled set and saved with Orbax:
+its final variables w and, per baseline interval, the variables w~ that many
+steps or epochs before the end (the baseline of Eq. 10). A pool of candidates
+differs by seed and hyper-parameters (config overrides).
+"""
+
+import dataclasses
+import json
+import os
+import re
+from typing import Iterable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from tod_jax import checkpointing, models, train
+from tod_jax.input_pipeline import Dataset
+from tod_jax.train_state import create_optimizer, create_train_state, init_variables
+
+DEFAULT_BASELINE = '1epoch'
+_INTERVAL = re.compile(r'^(\d+)(steps?|epochs?)$')
+_CHECKPOINT = 0  # A candidate directory holds one checkpoint, saved under this number.
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+  """A trained candidate: final and baseline variables ({'params', 'batch_stats'}) and metadata."""
+  directory: str
+  variables: dict
+  baselines: dict  # Interval spec (e.g. '1epoch') -> variables.
+  meta: dict  # 'config', 'train_loss', 'steps', 'steps_per_epoch', 'baselines', 'labeled'.
+
+  def baseline(self, spec: str) -> dict:
+    if spec not in self.baselines:
+      raise KeyError(f'Candidate {self.directory} has no baseline {spec!r}; it has '
+                     f'{sorted(self.baselines)}. Pick one of those or retrain it with that '
+                     'interval.')
+    return self.baselines[spec]
+
+
+def parse_interval(spec: str, steps_per_epoch: int) -> int:
+  """'5steps' -> 5, '2epochs' -> 2 * steps_per_epoch (singular forms accepted)."""
+  match = _INTERVAL.match(spec)
+  if match is None or int(match.group(1)) < 1:
+    raise ValueError(f'Bad baseline interval {spec!r}; use a positive count followed by '
+                     "'steps' or 'epochs', e.g. '5steps' or '1epoch'.")
+  count = int(match.group(1))
+  return count * steps_per_epoch if match.group(2).startswith('epoch') else count
+
+
+def train_candidate(config: ml_collections.ConfigDict, dataset: Dataset, labeled: np.ndarray,
+                    directory: str, baseline_intervals: Iterable[str] = (DEFAULT_BASELINE,)
+                    ) -> dict:
+  """Trains one candidate on `labeled` (TOD loss on the rest of the pool if config.semi).
+
+  Saves the final variables and one baseline per interval in `directory`; returns
+  the metadata saved with them.
+  """
+  labeled = np.sort(np.asarray(labeled))
+  unlabeled = np.setdiff1d(np.arange(dataset.pool_size), labeled)
+  if config.semi and not len(unlabeled):
+    raise ValueError('config.semi needs unlabeled samples but the labeled set is the whole '
+                     'pool; set --config.semi=False or label a fraction of the pool.')
+  per_epoch = train.steps_per_epoch(len(labeled), config.batch_size)
+  total = config.num_epochs * per_epoch
+  offsets = {spec: parse_interval(spec, per_epoch) for spec in baseline_intervals}
+  too_long = {spec: n for spec, n in offsets.items() if n > total}
+  if too_long:
+    raise ValueError(f'Baseline intervals {too_long} (steps) exceed the {total} training steps; '
+                     'shorten them or raise --config.num_epochs.')
+
+  model = models.create_model(config.model, dataset.num_classes, config.dropout_rate)
+  key = jax.random.PRNGKey(config.seed)
+  variables = init_variables(model, jax.random.fold_in(key, 0), dataset.image_shape)
+  # An interval of the whole run makes the initial weights the baseline.
+  baselines = {spec: jax.tree.map(jnp.copy, variables)
+               for spec, n in offsets.items() if n == total}
+  wanted = {}
+  for spec, n in offsets.items():
+    wanted.setdefault(total - n, []).append(spec)
+
+  def keep_baselines(state, steps_done):
+    for spec in wanted.get(steps_done, ()):
+      baselines[spec] = jax.tree.map(jnp.copy, state.variables)
+
+  state = create_train_state(model, variables, create_optimizer(config, total))
+  state, metrics = train.train_cycle(
+      state, dataset, labeled, unlabeled, config, np.random.default_rng(config.seed),
+      jax.random.fold_in(key, 1), cycle=1, on_step=keep_baselines)
+  meta = {'config': json.loads(config.to_json()), 'train_loss': metrics['sup_loss'],
+          'steps': total, 'steps_per_epoch': per_epoch,
+          'baselines': {spec: total - n for spec, n in offsets.items()},
+          'labeled': checkpointing.indices_to_json(labeled)}
+  checkpointer = checkpointing.Checkpointer(directory)
+  try:
+    checkpointer.save(_CHECKPOINT, {'final': state.variables, 'baselines': baselines}, meta)
+  finally:
+    checkpointer.close()
+  return meta
+
+
+def train_pool(config: ml_collections.ConfigDict, dataset: Dataset, labeled: np.ndarray,
+               root: str, variants: Sequence[Mapping], baseline_intervals: Iterable[str] = (
+                   DEFAULT_BASELINE,)) -> list[str]:
+  """Trains one candidate per variant (config overrides, e.g. {'seed': 1, 'learning_rate': .1}).
+
+  Candidate i goes to `root/candidate_<i>`; one that is already saved is kept, so an
+  interrupted pool resumes. Returns the candidate directories.
+  """
+  baseline_intervals = tuple(baseline_intervals)
+  directories = []
+  for i, overrides in enumerate(variants):
+    directory = os.path.join(root, f'candidate_{i:02d}')
+    directories.append(directory)
+    if is_saved(directory):
+      continue
+    variant = ml_collections.ConfigDict(config.to_dict())
+    variant.update(dict(overrides))
+    train_candidate(variant, dataset, labeled, directory, baseline_intervals)
+  return directories
+
+
+def is_saved(directory: str) -> bool:
+  """Whether `directory` holds a complete candidate checkpoint."""
+  if not os.path.isdir(os.path.join(directory, 'checkpoints')):
+    return False
+  checkpointer = checkpointing.Checkpointer(directory)
+  try:
+    return checkpointer.latest_cycle() == _CHECKPOINT
+  finally:
+    checkpointer.close()
+
+
+def load_candidate(directory: str) -> Candidate:
+  """Restores a candidate saved by `train_candidate`."""
+  if not is_saved(directory):
+    raise FileNotFoundError(f'No candidate checkpoint in {directory}; train one with '
+                            'tod_jax.candidates.train_candidate (or check the path).')
+  checkpointer = checkpointing.Checkpointer(directory)
+  try:
+    tree, meta = checkpointer.restore(_CHECKPOINT, None)
+  finally:
+    checkpointer.close()
+  return Candidate(directory, tree['final'], tree['baselines'], meta)
