@@ -7,6 +7,7 @@ and normalised / augmented on the accelerator.
 """
 
 import dataclasses
+import os
 from typing import Callable, Optional, Sequence
 
 import chex
@@ -155,7 +156,7 @@ def load_cityscapes(data_dir: str = '') -> Dataset:
   Needs about 30 GB of host memory (uint8 images and masks).
   """
   import tensorflow_datasets as tfds  # Heavy import, only for TFDS datasets.
-  where = data_dir or '~/tensorflow_datasets'
+  where = data_dir or os.path.expanduser('~/tensorflow_datasets')
   arrays = []
   for split in ('train', 'validation'):
     try:
