@@ -100,7 +100,7 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tiny_config, 
   driver.run(tiny_config, workdir)
   before = _snapshot(workdir)
   labeled_before = driver.final_labeled(workdir)
-  monkeypatch.setattr(tod, 'supervised_loss', lambda logits, labels: jnp.nan * logits.sum())
+  monkeypatch.setattr(tod, 'supervised_loss', lambda logits, labels, **_: jnp.nan * logits.sum())
   tiny_config.num_cycles = 2
   with pytest.raises(train.NonFiniteLossError, match='cycle 2.*lower --config.learning_rate'):
     driver.run(tiny_config, workdir)
