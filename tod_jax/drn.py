@@ -71,7 +71,9 @@ class DRNSeg(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     height, width = x.shape[1:3]
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+    # He initialisation over fan-out, normal(0, sqrt(2 / (k * k * out))), as in the reference.
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
+                             kernel_init=nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'))
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=self.dtype)
     x = nn.relu(norm()(_conv(conv, self.channels[0], self.stem_kernel)(x)))
