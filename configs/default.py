@@ -15,6 +15,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data_dir = ''  # TFDS data_dir; '' uses the TFDS default (~/tensorflow_datasets).
   config.crop_padding = 4  # Zero padding before the random crop back to full size; 0: no crop.
   config.flip = True  # Random horizontal flip of training images.
+  config.crop_size = 0  # Segmentation: random crop_size x crop_size crop of image and mask; 0: none.
 
   # Model.
   config.model = 'resnet18'  # A name in tod_jax.models.MODELS.

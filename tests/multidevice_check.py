@@ -32,6 +32,19 @@ def main():
                              single.logits(a, ds.test_images), rtol=1e-5, atol=1e-5)
   assert sharded.accuracy(a, ds.test_images, ds.test_labels) == single.accuracy(
       a, ds.test_images, ds.test_labels)
+  # Segmentation: per-image COD and the confusion matrix over (images, masks) pytrees.
+  from tod_jax import synthetic_seg  # pylint: disable=import-outside-toplevel
+  seg = synthetic_seg.load(num_train=21, num_test=13, size=16)
+  seg_model = models.create_model('drn_tiny', seg.num_classes)
+  sa = init_variables(seg_model, jax.random.PRNGKey(0), seg.image_shape)
+  sb = jax.tree.map(lambda p: p * 1.1 + 0.01, sa)  # A second model, no second init compile.
+  seg_sharded = scoring.Scorer(seg_model, seg.mean, seg.std, 'softmax', 8, make_mesh(devices))
+  seg_single = scoring.Scorer(seg_model, seg.mean, seg.std, 'softmax', 8, make_mesh(devices[:1]))
+  np.testing.assert_allclose(seg_sharded.cod(sa, sb, seg.train_images),
+                             seg_single.cod(sa, sb, seg.train_images), rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(
+      seg_sharded.confusion(sa, seg.test_images, seg.test_labels, 5, 255),
+      seg_single.confusion(sa, seg.test_images, seg.test_labels, 5, 255))
   print('sharded == single: OK')
 
 

@@ -100,7 +100,7 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tiny_config, 
   driver.run(tiny_config, workdir)
   before = _snapshot(workdir)
   labeled_before = driver.final_labeled(workdir)
-  monkeypatch.setattr(tod, 'supervised_loss', lambda logits, labels: jnp.nan * logits.sum())
+  monkeypatch.setattr(tod, 'supervised_loss', lambda logits, labels, **_: jnp.nan * logits.sum())
   tiny_config.num_cycles = 2
   with pytest.raises(train.NonFiniteLossError, match='cycle 2.*lower --config.learning_rate'):
     driver.run(tiny_config, workdir)
@@ -159,3 +159,31 @@ def test_command_line_runs_with_overrides(tmp_path):
   assert record['strategy'] == 'random' and record['num_labeled'] == 144
   assert 'cycle 1: 144 labeled' in result.stderr
   assert os.listdir(os.path.join(str(tmp_path), 'tensorboard'))
+
+
+def test_two_cycle_synthetic_segmentation_run(tmp_path):
+  from configs import synthetic_seg  # pylint: disable=import-outside-toplevel
+  config = synthetic_seg.get_config()
+  config.num_cycles, config.num_epochs = 2, 1
+  config.progress_bar, config.tensorboard = False, False
+  workdir = str(tmp_path)
+  records = driver.run(config, workdir)
+  assert _records(workdir) == records
+  assert [r['num_labeled'] for r in records] == [40, 60]  # 10% of 400, +20 a cycle.
+  for r in records:
+    assert r['dataset'] == 'synthetic_seg' and r['num_queried'] == 20
+    ious = r['per_class_iou']
+    assert len(ious) == 5 and all(v is None or 0.0 <= v <= 1.0 for v in ious)
+    assert r['test_miou'] == pytest.approx(np.mean([v for v in ious if v is not None]))
+    assert 0.0 <= r['test_accuracy'] <= 1.0 and 0.0 <= r['ema_test_miou'] <= 1.0
+  labeled = driver.final_labeled(workdir)
+  assert len(labeled) == 80 and len(np.unique(labeled)) == 80
+
+
+def test_segmentation_crop_larger_than_images_fails_before_training(tmp_path):
+  from configs import synthetic_seg  # pylint: disable=import-outside-toplevel
+  config = synthetic_seg.get_config()
+  config.crop_size = 48
+  with pytest.raises(ValueError, match=r'crop_size 48 exceeds the synthetic_seg images'):
+    driver.run(config, str(tmp_path))
+  assert not os.path.exists(os.path.join(str(tmp_path), 'checkpoints'))

@@ -101,3 +101,67 @@ def test_augment_is_identity_when_disabled():
   images = jnp.ones((3, 5, 5, 2))
   chex.assert_trees_all_equal(input_pipeline.augment(jax.random.PRNGKey(0), images, 0, False),
                               images)
+
+
+def test_cityscapes_through_tfds_mock_data():
+  config = ml_collections.ConfigDict({'dataset': 'cityscapes', 'data_dir': ''})
+  with tfds.testing.mock_data(num_examples=2):
+    ds = input_pipeline.load_dataset(config)
+  chex.assert_shape(ds.train_images, (2, 1024, 2048, 3))
+  chex.assert_shape(ds.test_labels, (2, 1024, 2048))
+  assert ds.train_images.dtype == ds.train_labels.dtype == np.uint8
+  assert ds.is_segmentation and ds.num_classes == 19 and ds.ignore_label == 255
+  # Mock label ids are random bytes: every value is a trainId or the ignore label.
+  assert set(np.unique(ds.train_labels)) <= set(range(19)) | {255}
+  assert (ds.train_labels == 255).any() and (ds.train_labels < 19).any()
+
+
+def test_cityscapes_train_ids_table():
+  label_ids = np.array([[0, 7, 8, 11], [26, 33, 34, 255]], np.uint8)
+  # 0 unlabeled -> ignore, 7 road -> 0, 8 sidewalk -> 1, 11 building -> 2, 26 car -> 13,
+  # 33 bicycle -> 18, ids past 33 -> ignore.
+  np.testing.assert_array_equal(input_pipeline.cityscapes_train_ids(label_ids),
+                                [[255, 0, 1, 2], [13, 18, 255, 255]])
+  train_ids = input_pipeline.cityscapes_train_ids(np.arange(256, dtype=np.uint8))
+  assert sorted(set(train_ids) - {255}) == list(range(19))
+
+
+def test_missing_cityscapes_names_the_manual_files_and_flag(tmp_path):
+  config = ml_collections.ConfigDict({'dataset': 'cityscapes', 'data_dir': str(tmp_path)})
+  with pytest.raises(input_pipeline.DatasetNotPreparedError) as info:
+    input_pipeline.load_dataset(config)
+  message = str(info.value)
+  for part in ('leftImg8bit_trainvaltest.zip', 'gtFine_trainvaltest.zip',
+               f'{tmp_path}/downloads/manual/', f'--config.data_dir={tmp_path}',
+               'tfds build cityscapes/semantic_segmentation'):
+    assert part in message, part
+
+
+def test_augment_segmentation_crops_and_flips_image_and_mask_together():
+  rng = jax.random.PRNGKey(0)
+  # Both encode the pixel position, so a joint crop/flip keeps image == mask everywhere.
+  pos = np.arange(12 * 10).reshape(1, 12, 10)
+  masks = np.repeat(pos, 16, axis=0)
+  images = np.repeat(masks[..., None], 2, axis=-1)
+  out_images, out_masks = jax.jit(
+      lambda k, i, m: input_pipeline.augment_segmentation(k, i, m, 6, True))(rng, images, masks)
+  chex.assert_shape(out_images, (16, 6, 6, 2))
+  chex.assert_shape(out_masks, (16, 6, 6))
+  np.testing.assert_array_equal(out_images[..., 0], out_masks)
+  flipped = 0
+  for crop in np.asarray(out_masks):
+    top, left = np.unravel_index(crop.min(), (12, 10))
+    window = pos[0, top:top + 6, left:left + 6]
+    same, mirrored = np.array_equal(crop, window), np.array_equal(crop, window[:, ::-1])
+    assert same or mirrored
+    flipped += mirrored
+  assert 0 < flipped < 16  # Both outcomes occur.
+
+
+def test_augment_segmentation_without_masks_and_without_crop():
+  images = jnp.arange(2 * 4 * 4 * 1).reshape(2, 4, 4, 1)
+  out, masks = input_pipeline.augment_segmentation(jax.random.PRNGKey(1), images, None, 0, False)
+  assert masks is None
+  chex.assert_trees_all_equal(out, images)
+  with pytest.raises(ValueError, match='crop_size 5 exceeds the 4x4 images'):
+    input_pipeline.augment_segmentation(jax.random.PRNGKey(1), images, None, 5, False)

@@ -101,3 +101,68 @@ def test_sharded_scorer_on_8_cpu_devices_equals_single_device():
                           env=env, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stdout + result.stderr
   assert 'devices=8' in result.stdout and 'sharded == single: OK' in result.stdout
+
+
+@pytest.fixture(scope='module')
+def seg_models():
+  from tod_jax import synthetic_seg  # pylint: disable=import-outside-toplevel
+  ds = synthetic_seg.load(num_train=23, num_test=9, size=16)
+  model = models.create_model('drn_tiny', ds.num_classes)
+  a = init_variables(model, jax.random.PRNGKey(0), ds.image_shape)
+  # A second model without a second (slow) init compilation: a perturbed copy.
+  rng = np.random.default_rng(1)
+  b = jax.tree.map(lambda l: np.asarray(l) + 0.1 * rng.standard_normal(l.shape, np.float32), a)
+  return ds, model, a, b
+
+
+@pytest.mark.parametrize('output', ['softmax', 'logits'])
+def test_pixelwise_cod_matches_numpy_loop(seg_models, output):
+  ds, model, a, b = seg_models
+  scorer = scoring.Scorer(model, ds.mean, ds.std, output, chunk_size=4)
+  indices = np.array([22, 3, 0, 17, 5, 9, 11])
+  scores = scorer.cod(a, b, ds.train_images, indices)
+  chex.assert_shape(scores, (len(indices),))
+  chex.assert_shape(scorer.logits(a, ds.train_images, indices), (len(indices), 16, 16, 5))
+  apply = jax.jit(model.apply)
+  for score, i in zip(scores, indices):  # One image, then every pixel and class in a loop.
+    x = input_pipeline.normalize(ds.train_images[i:i + 1], ds.mean, ds.std)
+    fa, fb = np.asarray(apply(a, x))[0], np.asarray(apply(b, x))[0]
+    if output == 'softmax':
+      fa, fb = _softmax(fa), _softmax(fb)
+    total = 0.0
+    for y in range(16):
+      for x_ in range(16):
+        total += sum((fa[y, x_, k] - fb[y, x_, k]) ** 2 for k in range(5))
+    np.testing.assert_allclose(score, np.sqrt(total), rtol=2e-5)
+
+
+def test_confusion_matrix_over_the_test_set_matches_numpy(seg_models):
+  ds, model, a, _ = seg_models
+  scorer = scoring.Scorer(model, ds.mean, ds.std, 'softmax', chunk_size=4)  # 9: padded chunk.
+  cm = scorer.confusion(a, ds.test_images, ds.test_labels, ds.num_classes, ds.ignore_label)
+  x = input_pipeline.normalize(ds.test_images, ds.mean, ds.std)
+  preds = np.argmax(np.asarray(jax.jit(model.apply)(a, x)), -1)
+  expected = np.zeros((5, 5), np.int64)
+  for label, pred in zip(ds.test_labels.ravel(), preds.ravel()):
+    if label != 255:
+      expected[label, pred] += 1
+  np.testing.assert_array_equal(cm, expected)
+  assert cm.sum() == (ds.test_labels != 255).sum()
+
+
+def test_confusion_for_classification_labels_agrees_with_accuracy(two_models):
+  ds, model, a, _ = two_models
+  scorer = scoring.Scorer(model, ds.mean, ds.std, 'softmax', chunk_size=100)
+  cm = scorer.confusion(a, ds.test_images, ds.test_labels, 10)
+  assert cm.sum() == len(ds.test_labels)
+  assert np.trace(cm) / cm.sum() == pytest.approx(
+      scorer.accuracy(a, ds.test_images, ds.test_labels))
+
+
+def test_pool_mapper_over_a_pytree_of_arrays():
+  mapper = PoolMapper(lambda w, batch: batch[0].sum(-1) * w + batch[1], chunk_size=4)
+  images = np.arange(30, dtype=np.float32).reshape(10, 3)
+  labels = np.arange(10, dtype=np.float32) * 100
+  out = mapper(np.float32(1.0), (images, labels), np.array([9, 0, 4, 5, 6]))
+  np.testing.assert_allclose(out, [84 + 900, 3, 39 + 400, 48 + 500, 57 + 600])
+  chex.assert_shape(mapper(np.float32(1.0), (images, labels), np.array([], np.int64)), (0,))

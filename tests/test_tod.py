@@ -52,6 +52,24 @@ class TodTest(chex.TestCase):
     expected = -(np.log(0.5) + np.log(0.8)) / 2
     chex.assert_trees_all_close(tod.supervised_loss(logits, labels), expected, rtol=1e-6)
 
+  def test_supervised_loss_eq8_skips_ignore_label_pixels(self):
+    # [1, 1, 3, 2] logits: three pixels, two classes; the middle pixel is ignored.
+    probs = jnp.array([[[[0.5, 0.5], [0.9, 0.1], [0.2, 0.8]]]])
+    labels = jnp.array([[[0, 255, 1]]])
+    expected = -(np.log(0.5) + np.log(0.8)) / 2  # Mean over the two counted pixels.
+    chex.assert_trees_all_close(tod.supervised_loss(jnp.log(probs), labels, ignore_label=255),
+                                expected, rtol=1e-6)
+    grads = jax.grad(lambda z: tod.supervised_loss(z, labels, ignore_label=255))(jnp.log(probs))
+    chex.assert_trees_all_close(grads[0, 0, 1], jnp.zeros(2))
+    all_ignored = jnp.full_like(labels, 255)
+    chex.assert_trees_all_close(tod.supervised_loss(probs, all_ignored, ignore_label=255), 0.0)
+
+  def test_unsupervised_tod_loss_eq7_per_pixel(self):
+    out = jnp.zeros((2, 1, 2, 3))
+    ema = out.at[0, 0, 0].set(jnp.array([1.0, 2.0, 2.0])).at[1, 0, 1, 0].set(4.0)
+    # Squared norms over classes per pixel: 9, 0, 0, 16; mean over the 4 pixels.
+    chex.assert_trees_all_close(tod.unsupervised_tod_loss(out, ema), 25.0 / 4)
+
   def test_overall_loss_eq9(self):
     chex.assert_trees_all_close(tod.overall_loss(1.5, 4.0, 0.05), 1.7)
 

@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from tod_jax import checkpointing, input_pipeline, models, strategies, tod, train
+from tod_jax import checkpointing, input_pipeline, metrics, models, strategies, tod, train
 from tod_jax.scoring import Scorer
 from tod_jax.sharded_map import make_mesh
 from tod_jax.train_state import create_optimizer, create_train_state, init_variables
@@ -94,6 +94,27 @@ def _check_query(queried: np.ndarray, candidates: np.ndarray, budget: int, name:
                        f'{budget} distinct unlabeled candidates. This is a bug in the strategy.')
 
 
+def evaluate(scorer: Scorer, variables: dict, dataset: input_pipeline.Dataset) -> dict:
+  """Test-set metrics: {'accuracy'}; segmentation adds {'miou', 'per_class_iou'}.
+
+  Segmentation accuracy is pixel accuracy; ignored pixels are not counted, and a
+  class absent from both labels and predictions has IoU None (NaN in NumPy).
+  """
+  if not dataset.is_segmentation:
+    return {'accuracy': scorer.accuracy(variables, dataset.test_images, dataset.test_labels)}
+  confusion = scorer.confusion(variables, dataset.test_images, dataset.test_labels,
+                               dataset.num_classes, dataset.ignore_label)
+  iou = metrics.per_class_iou(confusion)
+  return {'accuracy': metrics.accuracy(confusion), 'miou': metrics.mean_iou(confusion),
+          'per_class_iou': [None if np.isnan(v) else float(v) for v in iou]}
+
+
+def _check_crop(config: ml_collections.ConfigDict, dataset: input_pipeline.Dataset) -> None:
+  if dataset.is_segmentation and config.crop_size > min(dataset.image_shape[:2]):
+    raise ValueError(f'crop_size {config.crop_size} exceeds the {dataset.name} images '
+                     f'{dataset.image_shape[:2]}; lower --config.crop_size (0: no crop).')
+
+
 def _model_tree(state, key) -> dict:
   return {'params': state.params, 'batch_stats': state.batch_stats,
           'ema_params': state.ema_params, 'ema_batch_stats': state.ema_batch_stats,
@@ -107,13 +128,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   check_workdir_config(workdir, config)
   dataset = input_pipeline.load_dataset(config)
   initial_size, budget = plan_sizes(config, dataset.pool_size)
+  _check_crop(config, dataset)
 
   model = models.create_model(config.model, dataset.num_classes, config.dropout_rate)
   scorer = Scorer(model, dataset.mean, dataset.std, config.score_output,
                   config.score_chunk_size, make_mesh())
   strategy = strategies.get_strategy(config.strategy)
   base_key = jax.random.PRNGKey(config.seed)
-  init_vars = init_variables(model, jax.random.fold_in(base_key, 0), dataset.image_shape)
+  input_shape = dataset.image_shape
+  if dataset.is_segmentation and config.crop_size:  # Fully convolutional: init on a crop.
+    input_shape = (config.crop_size, config.crop_size, input_shape[-1])
+  init_vars = init_variables(model, jax.random.fold_in(base_key, 0), input_shape)
 
   checkpointer = checkpointing.Checkpointer(workdir)
   last = checkpointer.latest_cycle()
@@ -156,9 +181,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
           state, dataset, labeled, unlabeled, config, np_rng, key, cycle=cycle, writer=writer)
       jax.block_until_ready(state)
       train_seconds = time.perf_counter() - start
-      test_accuracy = scorer.accuracy(state.variables, dataset.test_images, dataset.test_labels)
-      ema_accuracy = scorer.accuracy(state.ema_variables, dataset.test_images,
-                                     dataset.test_labels)
+      test = evaluate(scorer, state.variables, dataset)
+      ema_test = evaluate(scorer, state.ema_variables, dataset)
+      test_accuracy, ema_accuracy = test['accuracy'], ema_test['accuracy']
 
       # Every cycle queries, the last one too: its query is the next batch to label.
       candidates = unlabeled
@@ -181,6 +206,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
                 'seed': config.seed, 'dataset': config.dataset,
                 'train_seconds': train_seconds, 'score_seconds': score_seconds,
                 'num_queried': int(len(queried))}
+      if dataset.is_segmentation:
+        record.update(test_miou=test['miou'], ema_test_miou=ema_test['miou'],
+                      per_class_iou=test['per_class_iou'])
       records.append(record)
       next_labeled = np.union1d(labeled, queried).astype(np.int64)
       key = jax.random.fold_in(base_key, cycle + 1)
@@ -191,10 +219,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
       _write_metrics(workdir, records)
       if writer is not None:
         writer.add_scalar('cycle/test_accuracy', test_accuracy, len(labeled))
+        if dataset.is_segmentation:
+          writer.add_scalar('cycle/test_miou', test['miou'], len(labeled))
         writer.flush()
-      logging.info('cycle %d: %d labeled, test accuracy %.4f (EMA %.4f), train %.1fs, '
+      logging.info('cycle %d: %d labeled, test accuracy %.4f (EMA %.4f)%s, train %.1fs, '
                    'query %.2fs', cycle, len(labeled), test_accuracy, ema_accuracy,
-                   train_seconds, score_seconds)
+                   f", mIoU {test['miou']:.4f}" if 'miou' in test else '', train_seconds,
+                   score_seconds)
 
       labeled, step = next_labeled, int(state.step)
       variables, ema_variables = state.variables, state.ema_variables

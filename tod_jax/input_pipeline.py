@@ -7,6 +7,7 @@ and normalised / augmented on the accelerator.
 """
 
 import dataclasses
+import os
 from typing import Callable, Optional, Sequence
 
 import chex
@@ -18,7 +19,11 @@ import numpy as np
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  """A labeled train pool and test set. Images uint8 [N, H, W, C], labels int32 [N]."""
+  """A labeled train pool and test set. Images uint8 [N, H, W, C].
+
+  Labels are int32 [N] (classification) or per-pixel uint8 masks [N, H, W]
+  (segmentation, where `ignore_label` marks pixels without a class).
+  """
   name: str
   train_images: np.ndarray
   train_labels: np.ndarray
@@ -27,6 +32,11 @@ class Dataset:
   num_classes: int
   mean: tuple[float, ...]  # Per channel, on the [0, 1] scale.
   std: tuple[float, ...]
+  ignore_label: Optional[int] = None
+
+  @property
+  def is_segmentation(self) -> bool:
+    return self.train_labels.ndim == 3
 
   @property
   def pool_size(self) -> int:
@@ -120,6 +130,62 @@ def load_tfds(name: str, data_dir: str = '') -> Dataset:
   return Dataset(name, train_x, train_y, test_x, test_y, num_classes, spec.mean, spec.std)
 
 
+CITYSCAPES = 'cityscapes/semantic_segmentation'
+IGNORE_LABEL = 255
+# Cityscapes labelId -> trainId for the 19 evaluated classes (cityscapesScripts'
+# labels.py); every other labelId is ignored.
+_CITYSCAPES_TRAIN_IDS = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9,
+                         23: 10, 24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
+CITYSCAPES_CLASSES = ('road', 'sidewalk', 'building', 'wall', 'fence', 'pole', 'traffic light',
+                      'traffic sign', 'vegetation', 'terrain', 'sky', 'person', 'rider', 'car',
+                      'truck', 'bus', 'train', 'motorcycle', 'bicycle')
+
+
+def cityscapes_train_ids(label_ids: np.ndarray) -> np.ndarray:
+  """Maps Cityscapes labelIds (uint8) to trainIds 0..18, everything else to 255."""
+  table = np.full(256, IGNORE_LABEL, np.uint8)
+  for label_id, train_id in _CITYSCAPES_TRAIN_IDS.items():
+    table[label_id] = train_id
+  return table[label_ids]
+
+
+def load_cityscapes(data_dir: str = '') -> Dataset:
+  """Cityscapes fine annotations: the 2,975 train images are the pool, the 500
+  validation images the test set; full resolution (1024 x 2048), 19 classes.
+
+  Needs about 30 GB of host memory (uint8 images and masks).
+  """
+  import tensorflow_datasets as tfds  # Heavy import, only for TFDS datasets.
+  where = data_dir or os.path.expanduser('~/tensorflow_datasets')
+  arrays = []
+  for split in ('train', 'validation'):
+    try:
+      source = tfds.data_source(CITYSCAPES, split=split, data_dir=data_dir or None,
+                                download=False)
+    except Exception as e:  # TFDS raises many unrelated types when data is missing.
+      raise DatasetNotPreparedError(
+          f'Cityscapes ({CITYSCAPES!r}) is not prepared in {where}. It needs a manual '
+          'download: get leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from '
+          f'https://www.cityscapes-dataset.com, put both in {where}/downloads/manual/, run '
+          f'`tfds build {CITYSCAPES} --file_format=array_record --data_dir={where}` and pass '
+          f'--config.data_dir={where}.') from e
+    images = masks = None
+    for i in range(len(source)):  # Filled in place: the splits are tens of GB.
+      example = source[i]
+      image = np.asarray(example['image_left'], np.uint8)
+      if images is None:
+        images = np.empty((len(source), *image.shape), np.uint8)
+        masks = np.empty((len(source), *image.shape[:2]), np.uint8)
+      images[i] = image
+      masks[i] = cityscapes_train_ids(np.asarray(example['segmentation_label'], np.uint8)[..., 0])
+    arrays.append((images, masks))
+  (train_x, train_y), (test_x, test_y) = arrays
+  # Cityscapes train-set statistics, as in the DRN authors' data preparation.
+  return Dataset('cityscapes', train_x, train_y, test_x, test_y, len(CITYSCAPES_CLASSES),
+                 (0.29010095, 0.32808145, 0.28696394), (0.18295405, 0.18656561, 0.18447509),
+                 IGNORE_LABEL)
+
+
 def load_digits() -> Dataset:
   """scikit-learn's 8x8 digits (ships with the package): 1,437 pool, 360 test."""
   from sklearn import datasets as sk_datasets
@@ -134,8 +200,15 @@ def load_digits() -> Dataset:
                  (float(scaled.mean()),), (float(scaled.std()),))
 
 
+def _load_synthetic_seg() -> Dataset:
+  from tod_jax import synthetic_seg  # It builds a Dataset: imported here, not at the top.
+  return synthetic_seg.load()
+
+
 DATASETS: dict[str, Callable[[str], Dataset]] = {
     'digits': lambda data_dir: load_digits(),
+    'cityscapes': load_cityscapes,
+    'synthetic_seg': lambda data_dir: _load_synthetic_seg(),
     **{name: (lambda data_dir, name=name: load_tfds(name, data_dir)) for name in TFDS_SPECS},
 }
 
@@ -178,3 +251,38 @@ def augment(rng: chex.PRNGKey, images: chex.Array, crop_padding: int, flip: bool
     do_flip = jax.random.bernoulli(flip_rng, 0.5, (batch, 1, 1, 1))
     images = jnp.where(do_flip, images[:, :, ::-1, :], images)
   return images
+
+
+def augment_segmentation(rng: chex.PRNGKey, images: chex.Array, masks: Optional[chex.Array],
+                         crop_size: int, flip: bool) -> tuple[chex.Array, Optional[chex.Array]]:
+  """The same random crop and horizontal flip of each image and its mask.
+
+  Args:
+    rng: PRNG key.
+    images: [batch, H, W, C].
+    masks: [batch, H, W] or None (unlabeled images).
+    crop_size: side of the square random crop (<= H, W); 0 keeps the full image.
+    flip: whether to flip each (image, mask) pair left-right with probability 1/2.
+  Returns:
+    images [batch, crop, crop, C] and masks [batch, crop, crop] (or None).
+  """
+  chex.assert_rank(images, 4)
+  batch, height, width, channels = images.shape
+  crop_rng, flip_rng = jax.random.split(rng)
+  if crop_size:
+    if crop_size > min(height, width):
+      raise ValueError(f'crop_size {crop_size} exceeds the {height}x{width} images; lower '
+                       '--config.crop_size.')
+    tops = jax.random.randint(crop_rng, (batch,), 0, height - crop_size + 1)
+    lefts = jax.random.randint(jax.random.fold_in(crop_rng, 1), (batch,), 0,
+                               width - crop_size + 1)
+    crop = lambda a, t, l: jax.lax.dynamic_slice(
+        a, (t, l) + (0,) * (a.ndim - 2), (crop_size, crop_size) + a.shape[2:])
+    images = jax.vmap(crop)(images, tops, lefts)
+    masks = None if masks is None else jax.vmap(crop)(masks, tops, lefts)
+  if flip:
+    do_flip = jax.random.bernoulli(flip_rng, 0.5, (batch,))
+    images = jnp.where(do_flip[:, None, None, None], images[:, :, ::-1], images)
+    if masks is not None:
+      masks = jnp.where(do_flip[:, None, None], masks[:, :, ::-1], masks)
+  return images, masks

@@ -4,11 +4,12 @@ Config fields are overridden with `--config.key=value`.
 """
 
 import logging as std_logging
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from tod_jax import driver
+from tod_jax import driver, input_pipeline
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics.jsonl and TensorBoard.')
@@ -23,7 +24,10 @@ def main(argv):
   # Orbax logs every step of every save at INFO; keep its warnings only.
   quiet_orbax = lambda r: r.levelno >= std_logging.WARNING or '/orbax/' not in r.pathname
   logging.get_absl_handler().addFilter(quiet_orbax)
-  driver.run(FLAGS.config, FLAGS.workdir)
+  try:
+    driver.run(FLAGS.config, FLAGS.workdir)
+  except input_pipeline.DatasetNotPreparedError as e:
+    sys.exit(f'error: {e}')  # The message says what to do; a traceback would bury it.
 
 
 if __name__ == '__main__':

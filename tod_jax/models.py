@@ -1,6 +1,7 @@
-"""Networks, chosen by config name: a CIFAR ResNet-18 and a small CNN.
+"""Networks, chosen by config name: a CIFAR ResNet-18, a small CNN, DRN-D (drn.py).
 
-Every model maps NHWC float images to logits `[batch, classes]`, keeps BatchNorm
+Every model maps NHWC float images to logits `[batch, classes]` (segmentation
+models: `[batch, H, W, classes]`), keeps BatchNorm
 statistics in the 'batch_stats' collection, and sows its penultimate features
 ('features') and per-stage outputs ('stage1'..) into 'intermediates' for
 strategies that need them (core-set, LL4AL).
@@ -11,6 +12,8 @@ from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from tod_jax import drn
 
 ModuleDef = Any
 
@@ -92,6 +95,9 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     'resnet18': functools.partial(ResNet, cifar_stem=True),
     'resnet18_imagenet': functools.partial(ResNet, cifar_stem=False),
     'small_cnn': SmallCNN,
+    # Segmentation (logits [batch, H, W, classes]); see drn.py.
+    'drn_d_22': drn.DRN_D_22,
+    'drn_tiny': drn.DRN_TINY,
 }
 
 

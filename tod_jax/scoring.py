@@ -1,15 +1,20 @@
-"""Per-sample model outputs and COD scores over the pool (Eq. 5), sharded."""
+"""Per-sample model outputs, COD scores (Eq. 5) and confusion matrices over the pool, sharded.
+
+Works unchanged for dense outputs: segmentation logits are `[N, H, W, classes]`
+and COD is one score per image (Eq. 5 over all its pixels and classes).
+"""
 
 import functools
 from typing import Optional, Sequence
 
 import chex
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from tod_jax import input_pipeline, tod
+from tod_jax import input_pipeline, metrics, tod
 from tod_jax.sharded_map import PoolMapper
 
 
@@ -25,6 +30,14 @@ def _cod(apply_fn, mean, std, output, variables_pair, images):
   current, baseline = variables_pair
   return tod.output_discrepancy(_outputs(apply_fn, mean, std, output, current, images),
                                 _outputs(apply_fn, mean, std, output, baseline, images))
+
+
+def _confusion(apply_fn, mean, std, num_classes, ignore_label, variables, batch):
+  images, labels = batch
+  predictions = jnp.argmax(_logits(apply_fn, mean, std, variables, images), -1)
+  per_sample = functools.partial(metrics.confusion_matrix, num_classes=num_classes,
+                                 ignore_label=ignore_label)
+  return jax.vmap(per_sample)(predictions, labels)
 
 
 class Scorer:
@@ -45,10 +58,12 @@ class Scorer:
     self._cod = PoolMapper(functools.partial(_cod, model.apply, mean, std, output),
                            chunk_size, self._logits.mesh)
     self.mesh = self._logits.mesh
+    self._apply, self._mean, self._std = model.apply, mean, std
+    self._chunk_size, self._confusion = chunk_size, {}
 
   def logits(self, variables: chex.ArrayTree, images: np.ndarray,
              indices: Optional[np.ndarray] = None) -> np.ndarray:
-    """[len(indices), classes] float32 logits."""
+    """[len(indices), classes] (segmentation: [len(indices), H, W, classes]) float32 logits."""
     return self._logits(variables, images, indices)
 
   def outputs(self, variables: chex.ArrayTree, images: np.ndarray,
@@ -68,3 +83,18 @@ class Scorer:
   def accuracy(self, variables: chex.ArrayTree, images: np.ndarray, labels: np.ndarray) -> float:
     """Top-1 accuracy of `variables` on (images, labels)."""
     return float(np.mean(np.argmax(self.logits(variables, images), -1) == labels))
+
+  def confusion(self, variables: chex.ArrayTree, images: np.ndarray, labels: np.ndarray,
+                num_classes: int, ignore_label: Optional[int] = None) -> np.ndarray:
+    """[classes, classes] int64 confusion matrix (rows: labels) of argmax predictions.
+
+    Labels are [N] or per-pixel [N, H, W]; each chunk is reduced on the device, so
+    full-resolution logits never reach host memory.
+    """
+    key = (num_classes, ignore_label)
+    if key not in self._confusion:
+      self._confusion[key] = PoolMapper(functools.partial(
+          _confusion, self._apply, self._mean, self._std, num_classes, ignore_label),
+          self._chunk_size, self.mesh)
+    per_sample = self._confusion[key](variables, (images, labels))
+    return per_sample.astype(np.int64).sum(0)

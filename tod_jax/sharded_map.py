@@ -41,28 +41,36 @@ class PoolMapper:
     self._fn = jax.jit(fn, in_shardings=(self.replicated, self.data_sharded),
                        out_shardings=self.data_sharded)
 
-  def output_struct(self, args: Any, images: np.ndarray) -> Any:
+  def output_struct(self, args: Any, images: Any) -> Any:
     """Shapes and dtypes of one chunk's outputs (leading axis chunk_size), computed abstractly."""
-    return jax.eval_shape(self._fn, args, jax.ShapeDtypeStruct(
-        (self.chunk_size, *images.shape[1:]), images.dtype))
+    return jax.eval_shape(self._fn, args, jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct((self.chunk_size, *a.shape[1:]), a.dtype), images))
 
-  def __call__(self, args: Any, images: np.ndarray,
-               indices: Optional[np.ndarray] = None) -> Any:
-    """Returns fn's outputs as NumPy arrays with leading axis len(indices)."""
-    indices = np.arange(len(images)) if indices is None else np.asarray(indices)
+  def __call__(self, args: Any, images: Any, indices: Optional[np.ndarray] = None) -> Any:
+    """Returns fn's outputs as NumPy arrays with leading axis len(indices).
+
+    `images` is an array or a pytree of arrays sharing the leading axis (e.g.
+    images and their masks); fn receives the same structure, chunked.
+    """
+    pool_size = len(jax.tree.leaves(images)[0])
+    indices = np.arange(pool_size) if indices is None else np.asarray(indices)
     args = jax.device_put(args, self.replicated)
     outputs = []
     for start in range(0, len(indices), self.chunk_size):
-      chunk = images[indices[start:start + self.chunk_size]]
-      valid = len(chunk)
-      if valid < self.chunk_size:
-        pad = np.zeros((self.chunk_size - valid, *chunk.shape[1:]), chunk.dtype)
-        chunk = np.concatenate([chunk, pad])
+      rows = indices[start:start + self.chunk_size]
+      chunk = jax.tree.map(lambda a, rows=rows: self._pad(a[rows]), images)
       # Dispatch is asynchronous: the next chunk is gathered while this one computes.
-      outputs.append((self._fn(args, jax.device_put(chunk, self.data_sharded)), valid))
+      outputs.append((self._fn(args, jax.device_put(chunk, self.data_sharded)), len(rows)))
     if not outputs:
       return jax.tree.map(lambda s: np.zeros((0, *s.shape[1:]), s.dtype),
                           self.output_struct(args, images))
     return jax.tree.map(lambda *chunks: np.concatenate(chunks),
                         *[jax.tree.map(lambda a, v=v: np.asarray(a)[:v], out)
                           for out, v in outputs])
+
+  def _pad(self, chunk: np.ndarray) -> np.ndarray:
+    """Zero rows appended up to the chunk size (their outputs are dropped)."""
+    if len(chunk) == self.chunk_size:
+      return chunk
+    pad = np.zeros((self.chunk_size - len(chunk), *chunk.shape[1:]), chunk.dtype)
+    return np.concatenate([chunk, pad])

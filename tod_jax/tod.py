@@ -4,6 +4,8 @@ All functions are pure and work on per-sample model outputs `[batch, ...]`
 (classification: `[batch, classes]`; segmentation: `[batch, H, W, classes]`).
 """
 
+from typing import Optional
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -44,15 +46,34 @@ def test_discrepancy(out: chex.Array, baseline_out: chex.Array) -> chex.Array:
 
 # Eq. 7: L_U(w) = mean_u ||f(x_u; w) - f(x_u; w_ema)||^2.
 def unsupervised_tod_loss(out: chex.Array, ema_out: chex.Array) -> chex.Array:
-  """Mean squared L2 distance to the (gradient-stopped) baseline output."""
-  return jnp.mean(_sq_distance(out, jax.lax.stop_gradient(ema_out)))
+  """Mean squared L2 distance to the (gradient-stopped) baseline output.
+
+  The squared norm is taken over the class axis and averaged over every other
+  axis: over samples for `[batch, classes]`, over samples and pixels for dense
+  `[batch, H, W, classes]` outputs (Eq. 7 per pixel, so lambda weighs it against
+  the per-pixel cross-entropy exactly as in classification).
+  """
+  chex.assert_equal_shape([out, ema_out])
+  diff = (out - jax.lax.stop_gradient(ema_out)).astype(jnp.float32)
+  return jnp.mean(jnp.sum(jnp.square(diff), axis=-1))
 
 
 # Eq. 8: L_S(w) = mean_s CE(f(x_s; w), y_s).
-def supervised_loss(logits: chex.Array, labels: chex.Array) -> chex.Array:
-  """Mean softmax cross-entropy. logits [batch, classes], labels [batch] int."""
+def supervised_loss(logits: chex.Array, labels: chex.Array,
+                    ignore_label: Optional[int] = None) -> chex.Array:
+  """Mean softmax cross-entropy over samples (and pixels), skipping `ignore_label`.
+
+  Args:
+    logits: [batch, ..., classes].
+    labels: [batch, ...] int (e.g. [batch] or per-pixel [batch, H, W]).
+    ignore_label: entries with this label add nothing and are not counted in the mean.
+  """
   chex.assert_rank(labels, logits.ndim - 1)
-  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+  if ignore_label is None:
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+  valid = labels != ignore_label
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.where(valid, labels, 0))
+  return jnp.sum(jnp.where(valid, ce, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
 
 
 # Eq. 9: L = L_S + lambda * L_U.

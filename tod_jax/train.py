@@ -20,28 +20,43 @@ class NonFiniteLossError(FloatingPointError):
   """Training produced a NaN or infinite loss."""
 
 
+def _prepare(key: chex.PRNGKey, images: chex.Array, masks: Optional[chex.Array],
+             config: ml_collections.ConfigDict, mean: tuple, std: tuple, segmentation: bool
+             ) -> tuple[chex.Array, Optional[chex.Array]]:
+  """Augmented, normalised images; segmentation masks get the same crop and flip."""
+  if segmentation:
+    images, masks = input_pipeline.augment_segmentation(key, images, masks, config.crop_size,
+                                                        config.flip)
+  else:
+    images = input_pipeline.augment(key, images, config.crop_padding, config.flip)
+  return input_pipeline.normalize(images, mean, std), masks
+
+
 def train_step(state: TrainState, labeled: dict, unlabeled: dict, rng: chex.PRNGKey, *,
-               config: ml_collections.ConfigDict, mean: tuple, std: tuple
-               ) -> tuple[TrainState, dict]:
+               config: ml_collections.ConfigDict, mean: tuple, std: tuple,
+               ignore_label: Optional[int] = None) -> tuple[TrainState, dict]:
   """One SGD step on CE(labeled) + lambda * TOD(unlabeled), then the EMA update.
 
   Args:
     state: current train state.
-    labeled: {'image': uint8 [B, H, W, C], 'label': int32 [B]}.
+    labeled: {'image': uint8 [B, H, W, C], 'label': int32 [B] or per-pixel masks [B, H, W]}.
     unlabeled: {'image': uint8 [U, H, W, C]} (ignored when config.semi is False).
     rng: PRNG key for augmentation and dropout (folded with the step).
     config: the run config (static).
     mean, std: per-channel normalisation.
+    ignore_label: label excluded from the loss and accuracy (segmentation), or None.
   Returns:
-    The new state and scalar metrics {'loss', 'sup_loss', 'unsup_loss', 'accuracy'}.
+    The new state and scalar metrics {'loss', 'sup_loss', 'unsup_loss', 'accuracy'}
+    (segmentation: pixel accuracy over non-ignored pixels).
   """
   rng = jax.random.fold_in(rng, state.step)
   aug_l, aug_u, dropout_rng = jax.random.split(rng, 3)
-  prep = lambda key, images: input_pipeline.normalize(
-      input_pipeline.augment(key, images, config.crop_padding, config.flip), mean, std)
-  x_l = prep(aug_l, labeled['image'])
+  segmentation = labeled['label'].ndim == 3  # Per-pixel masks; static under jit.
+  prep = functools.partial(_prepare, config=config, mean=mean, std=std,
+                           segmentation=segmentation)
+  x_l, labels = prep(aug_l, labeled['image'], labeled['label'])
   n_l = x_l.shape[0]
-  x = jnp.concatenate([x_l, prep(aug_u, unlabeled['image'])]) if config.semi else x_l
+  x = jnp.concatenate([x_l, prep(aug_u, unlabeled['image'], None)[0]]) if config.semi else x_l
 
   ema_batch_stats = state.ema_batch_stats
   if config.semi:
@@ -56,7 +71,7 @@ def train_step(state: TrainState, labeled: dict, unlabeled: dict, rng: chex.PRNG
     logits, updates = state.apply_fn(
         {'params': params, 'batch_stats': state.batch_stats}, x, train=True,
         mutable=['batch_stats'], rngs={'dropout': dropout_rng})
-    sup = tod.supervised_loss(logits[:n_l], labeled['label'])
+    sup = tod.supervised_loss(logits[:n_l], labels, ignore_label=ignore_label)
     unsup = (tod.unsupervised_tod_loss(tod.model_output(logits[n_l:], config.loss_output),
                                        ema_out) if config.semi else jnp.zeros(()))
     loss = tod.overall_loss(sup, unsup, config.tod_weight if config.semi else 0.0)
@@ -70,15 +85,18 @@ def train_step(state: TrainState, labeled: dict, unlabeled: dict, rng: chex.PRNG
     ema_batch_stats = tod.ema_update(batch_stats, ema_batch_stats, decay)
   state = state.replace(ema_params=tod.ema_update(state.params, state.ema_params, decay),
                         ema_batch_stats=ema_batch_stats)
+  counted = jnp.ones(labels.shape, bool) if ignore_label is None else labels != ignore_label
+  correct = (jnp.argmax(logits_l, -1) == labels) & counted
   metrics = {'loss': loss, 'sup_loss': sup, 'unsup_loss': unsup,
-             'accuracy': jnp.mean(jnp.argmax(logits_l, -1) == labeled['label'])}
+             'accuracy': jnp.sum(correct) / jnp.maximum(jnp.sum(counted), 1)}
   return state, metrics
 
 
 def make_train_step(config: ml_collections.ConfigDict, dataset: Dataset) -> Callable:
   """The jitted train_step for this config and dataset (state buffers are donated)."""
   step = functools.partial(train_step, config=ml_collections.FrozenConfigDict(config),
-                           mean=tuple(dataset.mean), std=tuple(dataset.std))
+                           mean=tuple(dataset.mean), std=tuple(dataset.std),
+                           ignore_label=dataset.ignore_label)
   return jax.jit(step, donate_argnums=0)
 
 
