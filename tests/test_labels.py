@@ -198,3 +198,18 @@ def test_changed_folder_and_oracle_on_unlabeled_images_are_refused(queried_once,
   config = make_folder_config(changed)  # data_dir may change on resume; the images may not.
   with pytest.raises(ValueError, match='dataset changed since this run started'):
     driver.run(config, workdir)
+
+
+def test_query_write_cut_short_by_a_crash_is_completed_on_the_next_call(queried_once, tmp_path):
+  images, _, first_dir, _ = queried_once
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(first_dir, workdir)
+  expected = _snapshot(workdir)
+  # As if the process died right after saving checkpoint 1: no ledger query, no CSV.
+  ledger = labels.read_ledger(workdir)
+  ledger['queries'] = {}
+  _write(os.path.join(workdir, labels.LEDGER), json.dumps(ledger, indent=1))
+  os.remove(os.path.join(workdir, 'queries', 'cycle_001.csv'))
+  assert 'No labels have arrived for the query of cycle 1' in query.query(
+      make_folder_config(images), workdir)
+  assert _snapshot(workdir) == expected

@@ -46,15 +46,18 @@ def query(config: ml_collections.ConfigDict, workdir: str) -> str:
   if config.labels != 'ledger':
     raise app.UsageError("tod_jax.query needs --config.labels=ledger (a person labels); with "
                          "the simulated oracle run `python -m tod_jax.main`.")
-  started = os.path.exists(os.path.join(workdir, labels.LEDGER))
-  before = labels.current_query(labels.read_ledger(workdir))[0] if started else 0
+  metrics = os.path.join(workdir, 'metrics.jsonl')  # One line per completed cycle.
+  done_before = 0
+  if os.path.exists(metrics):
+    with open(metrics) as f:
+      done_before = sum(1 for _ in f)
   records = driver.run(config, workdir)
   data = labels.read_ledger(workdir)
   cycle, queried = labels.current_query(data)
   path = labels.query_csv_path(workdir, cycle)
   unlabeled = [s for s in queried if s not in data['labels']]
   accuracy = records[-1]['test_accuracy']
-  if cycle == before:
+  if len(records) == done_before:
     status = (f'All {config.num_cycles} cycles are done (raise --config.num_cycles to go on)'
               if cycle == config.num_cycles else
               f'No labels have arrived for the query of cycle {cycle}: nothing to train')
