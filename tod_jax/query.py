@@ -25,6 +25,8 @@ def define_flags() -> None:
   flags.DEFINE_string('workdir', None, 'The run directory (checkpoints, labels.json, queries/).')
   config_flags.DEFINE_config_file('config', None, 'A configs/*.py file; only needed to start a '
                                   'run (later calls use WORKDIR/config.json).', lock_config=True)
+  flags.DEFINE_integer('num_cycles', 0, 'If > 0, replaces config.num_cycles (to go on after '
+                       'the planned cycles).')
   flags.mark_flags_as_required(['workdir'])
 
 
@@ -44,8 +46,8 @@ def load_config(workdir: str, config: ml_collections.ConfigDict | None
 def query(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Runs the driver (at most one new cycle) and returns a summary for the person."""
   if config.labels != 'ledger':
-    raise app.UsageError("tod_jax.query needs --config.labels=ledger (a person labels); with "
-                         "the simulated oracle run `python -m tod_jax.main`.")
+    raise ValueError("tod_jax.query needs --config.labels=ledger (a person labels); with the "
+                     "simulated oracle run `python -m tod_jax.main`.")
   metrics = os.path.join(workdir, 'metrics.jsonl')  # One line per completed cycle.
   done_before = 0
   if os.path.exists(metrics):
@@ -58,7 +60,7 @@ def query(config: ml_collections.ConfigDict, workdir: str) -> str:
   unlabeled = [s for s in queried if s not in data['labels']]
   accuracy = records[-1]['test_accuracy']
   if len(records) == done_before:
-    status = (f'All {config.num_cycles} cycles are done (raise --config.num_cycles to go on)'
+    status = (f'All {config.num_cycles} cycles are done (pass --num_cycles=N to go on)'
               if cycle == config.num_cycles else
               f'No labels have arrived for the query of cycle {cycle}: nothing to train')
   else:
@@ -78,7 +80,10 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   quiet_orbax = lambda r: r.levelno >= std_logging.WARNING or '/orbax/' not in r.pathname
   logging.get_absl_handler().addFilter(quiet_orbax)
-  print(query(load_config(FLAGS.workdir, FLAGS.config), FLAGS.workdir))
+  config = load_config(FLAGS.workdir, FLAGS.config)
+  if FLAGS.num_cycles > 0:
+    config.num_cycles = FLAGS.num_cycles  # A resumable change (driver.RESUMABLE_CHANGES).
+  print(query(config, FLAGS.workdir))
 
 
 if __name__ == '__main__':
