@@ -28,6 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.strategy = 'cod'  # A name in tod_jax.strategies.STRATEGIES.
   config.pool_subset = 0  # Score a random subset of this many unlabeled samples; 0: all.
   config.reinit_each_cycle = False  # The authors' code continues from the last cycle's weights.
+  config.labels = 'oracle'  # 'oracle': ground truth labels queries (benchmarks); 'ledger': a person (labels.py).
 
   # Optimization (per cycle; optimizer state and schedule restart each cycle).
   config.optimizer = 'sgd'  # 'sgd' (momentum, weight decay) or 'adam'.

@@ -26,3 +26,27 @@ def make_tiny_config():
 @pytest.fixture
 def tiny_config():
   return make_tiny_config()
+
+
+def write_image_folder(root, seeds_per_class=4, unlabeled_per_class=12, test_per_class=3):
+  """Writes a tiny image folder dataset of PNGs (varied sizes) under `root`; returns the
+  true class of every written image by its sample id. Classes: 'cat' images are bright
+  on the left half, 'dog' images on the right half."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  truth = {}
+  for split, count in (('labeled', seeds_per_class), ('unlabeled', unlabeled_per_class),
+                       ('test', test_per_class)):
+    for label, name in enumerate(('cat', 'dog')):
+      for i in range(count):
+        height, width = 10 + i % 3, 12 - i % 2
+        image = rng.integers(0, 60, (height, width, 3), dtype=np.uint8)
+        half = slice(0, width // 2) if label == 0 else slice(width // 2, width)
+        image[:, half] += 150
+        folder = f'{split}/{name}' if split != 'unlabeled' else 'unlabeled'
+        sample_id = f'{folder}/{name}_{i:02d}.png'
+        os.makedirs(os.path.join(root, folder), exist_ok=True)
+        Image.fromarray(image).save(os.path.join(root, sample_id))
+        truth[sample_id] = name
+  return truth

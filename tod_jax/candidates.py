@@ -142,7 +142,7 @@ def load_candidate(directory: str) -> Candidate:
                             'tod_jax.candidates.train_candidate (or check the path).')
   checkpointer = checkpointing.Checkpointer(directory)
   try:
-    tree, meta = checkpointer.restore(_CHECKPOINT, None)
+    tree, meta, _ = checkpointer.restore(_CHECKPOINT, None)  # No strategy state.
   finally:
     checkpointer.close()
   return Candidate(directory, tree['final'], tree['baselines'], meta)

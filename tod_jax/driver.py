@@ -3,6 +3,7 @@
 config -> data -> state -> train -> score/select -> checkpoint -> metrics.
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -15,7 +16,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from tod_jax import checkpointing, input_pipeline, metrics, models, strategies, tod, train
+from tod_jax import checkpointing, input_pipeline, labels, metrics, models, strategies, tod, train
 from tod_jax.scoring import Scorer
 from tod_jax.sharded_map import make_mesh
 from tod_jax.train_state import create_optimizer, create_train_state, init_variables
@@ -36,6 +37,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                      f'{sorted(input_pipeline.DATASETS)}.')
   models.create_model(config.model, 2)
   strategies.get_strategy(config.strategy)
+  labels.check_mode(config.labels)
   for field in ('loss_output', 'score_output'):
     tod.model_output(jnp.zeros((1, 2)), config[field])
   if config.kept_outputs_dtype not in ('float32', 'bfloat16'):
@@ -48,9 +50,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError('num_cycles, num_epochs and batch_size must be at least 1.')
 
 
-def plan_sizes(config: ml_collections.ConfigDict, pool_size: int) -> tuple[int, int]:
-  """(initial labeled size, budget per cycle); raises if the pool cannot supply them."""
-  initial = max(1, int(round(config.initial_fraction * pool_size)))
+def plan_sizes(config: ml_collections.ConfigDict, pool_size: int,
+               initial: Optional[int] = None) -> tuple[int, int]:
+  """(initial labeled size, budget per cycle); raises if the pool cannot supply them.
+
+  `initial` is the seed set's size when it is given (a person's labels), else
+  config.initial_fraction of the pool.
+  """
+  initial = initial or max(1, int(round(config.initial_fraction * pool_size)))
   budget = int(round(config.budget_fraction * pool_size))
   needed = initial + budget * config.num_cycles  # Every cycle, the last too, queries.
   if needed > pool_size or (config.semi and needed == pool_size):
@@ -99,7 +106,10 @@ def evaluate(scorer: Scorer, variables: dict, dataset: input_pipeline.Dataset) -
 
   Segmentation accuracy is pixel accuracy; ignored pixels are not counted, and a
   class absent from both labels and predictions has IoU None (NaN in NumPy).
+  Without test samples (an image folder with no test/) the accuracy is None.
   """
+  if not len(dataset.test_labels):
+    return {'accuracy': None}
   if not dataset.is_segmentation:
     return {'accuracy': scorer.accuracy(variables, dataset.test_images, dataset.test_labels)}
   confusion = scorer.confusion(variables, dataset.test_images, dataset.test_labels,
@@ -127,7 +137,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   os.makedirs(workdir, exist_ok=True)
   check_workdir_config(workdir, config)
   dataset = input_pipeline.load_dataset(config)
-  initial_size, budget = plan_sizes(config, dataset.pool_size)
+  label_source = labels.make_source(config, dataset, workdir)
+  initial_size, budget = plan_sizes(config, dataset.pool_size, label_source.num_initial)
   _check_crop(config, dataset)
 
   model = models.create_model(config.model, dataset.num_classes, config.dropout_rate)
@@ -143,8 +154,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   checkpointer = checkpointing.Checkpointer(workdir)
   last = checkpointer.latest_cycle()
   if last is None:
-    labeled = np.sort(np.random.default_rng(config.seed).choice(
-        dataset.pool_size, initial_size, replace=False))
+    labeled = label_source.initial_labeled(initial_size, config.seed)
     variables, ema_variables, step, records, strategy_state = init_vars, None, 0, [], {}
     baseline = jax.tree.map(jnp.copy, init_vars)
     key = jax.random.fold_in(base_key, 1)
@@ -159,6 +169,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     step, key = int(tree['step']), jax.random.wrap_key_data(tree['rng'])
     baseline = jax.tree.map(jnp.copy, variables)
     first_cycle = last + 1
+    label_source.record_query(last, meta)  # Completes a write that a crash cut short.
     logging.info('Resuming %s after cycle %d (%d labeled).', workdir, last, len(labeled))
   _write_metrics(workdir, records)
 
@@ -167,9 +178,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     import tensorboardX  # Optional at import time; listed in install_requires.
     writer = tensorboardX.SummaryWriter(os.path.join(workdir, 'tensorboard'))
   try:
-    for cycle in range(first_cycle, config.num_cycles + 1):
+    for cycle in label_source.cycles(first_cycle, config.num_cycles):
       if config.reinit_each_cycle:
         variables, ema_variables = jax.tree.map(jnp.copy, init_vars), None
+      labeled, train_labels = label_source.labeled_set(labeled)
+      dataset = dataclasses.replace(dataset, train_labels=train_labels)
       unlabeled = np.setdiff1d(np.arange(dataset.pool_size), labeled)
       n_steps = config.num_epochs * train.steps_per_epoch(len(labeled), config.batch_size)
       state = create_train_state(model, variables, create_optimizer(config, n_steps),
@@ -198,6 +211,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
       queried = np.asarray(strategy(ctx, budget))
       score_seconds = time.perf_counter() - start
       _check_query(queried, candidates, budget, config.strategy)
+      query_scores = ctx.report.get('scores')  # Aligned with the sorted candidates.
+      if query_scores is not None:
+        query_scores = [float(x) for x in
+                        np.asarray(query_scores)[np.searchsorted(candidates, queried)]]
 
       record = {'cycle': cycle, 'num_labeled': int(len(labeled)),
                 'labeled_fraction': len(labeled) / dataset.pool_size,
@@ -212,18 +229,21 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
       records.append(record)
       next_labeled = np.union1d(labeled, queried).astype(np.int64)
       key = jax.random.fold_in(base_key, cycle + 1)
-      checkpointer.save(cycle, _model_tree(state, key), {
-          'cycle': cycle, 'labeled': checkpointing.indices_to_json(next_labeled),
-          'queried': checkpointing.indices_to_json(queried), 'records': records},
-                        strategy_state)
+      meta = {'cycle': cycle, 'labeled': checkpointing.indices_to_json(next_labeled),
+              'queried': checkpointing.indices_to_json(queried), 'query_scores': query_scores,
+              'records': records}
+      checkpointer.save(cycle, _model_tree(state, key), meta, strategy_state)
+      label_source.record_query(cycle, meta)
       _write_metrics(workdir, records)
       if writer is not None:
-        writer.add_scalar('cycle/test_accuracy', test_accuracy, len(labeled))
+        if test_accuracy is not None:
+          writer.add_scalar('cycle/test_accuracy', test_accuracy, len(labeled))
         if dataset.is_segmentation:
           writer.add_scalar('cycle/test_miou', test['miou'], len(labeled))
         writer.flush()
-      logging.info('cycle %d: %d labeled, test accuracy %.4f (EMA %.4f)%s, train %.1fs, '
-                   'query %.2fs', cycle, len(labeled), test_accuracy, ema_accuracy,
+      logging.info('cycle %d: %d labeled, test accuracy %s (EMA %s)%s, train %.1fs, '
+                   'query %.2fs', cycle, len(labeled), _accuracy_text(test_accuracy),
+                   _accuracy_text(ema_accuracy),
                    f", mIoU {test['miou']:.4f}" if 'miou' in test else '', train_seconds,
                    score_seconds)
 
@@ -235,6 +255,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     if writer is not None:
       writer.close()
   return records
+
+
+def _accuracy_text(accuracy: Optional[float]) -> str:
+  return 'n/a (no test set)' if accuracy is None else f'{accuracy:.4f}'
 
 
 def _write_metrics(workdir: str, records: list[dict]) -> None:

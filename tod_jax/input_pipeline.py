@@ -1,7 +1,8 @@
 """Datasets as in-memory uint8 arrays, and augmentation that runs inside jit.
 
 The pool is the train split, addressed by integer index; the test split is used
-for evaluation only. Images are stored `[N, H, W, C]` uint8 after any
+for evaluation only. A pool label of -1 means "not known" (a user's unlabeled
+images, see `load_image_folder`). Images are stored `[N, H, W, C]` uint8 after any
 deterministic resizing, so a pool that fits in host memory is gathered by index
 and normalised / augmented on the accelerator.
 """
@@ -33,6 +34,10 @@ class Dataset:
   mean: tuple[float, ...]  # Per channel, on the [0, 1] scale.
   std: tuple[float, ...]
   ignore_label: Optional[int] = None
+  # Only for datasets read from files: [N] str ids (paths relative to `root`), class names.
+  sample_ids: Optional[np.ndarray] = None
+  root: str = ''
+  class_names: tuple[str, ...] = ()
 
   @property
   def is_segmentation(self) -> bool:
@@ -205,11 +210,101 @@ def _load_synthetic_seg() -> Dataset:
   return synthetic_seg.load()
 
 
-DATASETS: dict[str, Callable[[str], Dataset]] = {
-    'digits': lambda data_dir: load_digits(),
-    'cityscapes': load_cityscapes,
-    'synthetic_seg': lambda data_dir: _load_synthetic_seg(),
-    **{name: (lambda data_dir, name=name: load_tfds(name, data_dir)) for name in TFDS_SPECS},
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp')
+
+
+def _image_files(root: str, subdir: str) -> list[str]:
+  """Sorted ids ('subdir/.../name.png', '/'-separated) of the images under root/subdir."""
+  ids = []
+  for base, dirs, files in os.walk(os.path.join(root, subdir)):
+    dirs.sort()
+    rel = os.path.relpath(base, root).replace(os.sep, '/')
+    ids += [f'{rel}/{f}' for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)]
+  return ids
+
+
+def _read_images(root: str, ids: Sequence[str], size: int, channels: int) -> np.ndarray:
+  from PIL import Image  # Pillow reads the files; see load_image_folder on why not TFDS.
+  images = np.zeros((len(ids), size, size, channels), np.uint8)
+  for i, sample_id in enumerate(ids):
+    try:
+      with Image.open(os.path.join(root, sample_id)) as image:
+        image = image.convert('L' if channels == 1 else 'RGB')
+        image = image.resize((size, size), Image.BILINEAR)
+        images[i] = np.asarray(image).reshape(size, size, channels)
+    except OSError as e:
+      raise ValueError(f'Cannot read image {os.path.join(root, sample_id)} ({e}); remove or '
+                       'replace that file.') from e
+  return images
+
+
+def load_image_folder(data_dir: str, image_size: int, channels: int = 3) -> Dataset:
+  """A user's own images: `labeled/<class>/*` (seed set), `unlabeled/**` (pool to query),
+  optional `test/<class>/*` (evaluation).
+
+  The pool is the seed images then the unlabeled ones (each sorted by path); its
+  sample ids are the paths relative to `data_dir`; unlabeled images get label -1.
+  Every image is resized to `image_size` x `image_size` (bilinear) with `channels`
+  1 (grayscale) or 3 (RGB). Mean and std are measured on the pool. Read with
+  Pillow: TFDS's ImageFolder lists and decodes files through TensorFlow, which
+  tod_jax does not need otherwise.
+  """
+  if not data_dir or not os.path.isdir(os.path.join(data_dir, 'labeled')):
+    raise ValueError(f'Image folder {data_dir!r} has no labeled/ directory; set '
+                     '--config.data_dir to a folder with labeled/<class>/*, unlabeled/* and '
+                     'optionally test/<class>/*.')
+  if channels not in (1, 3):
+    raise ValueError(f'image_channels must be 1 or 3, got {channels}.')
+  labeled_dir = os.path.join(data_dir, 'labeled')
+  class_names = tuple(sorted(d for d in os.listdir(labeled_dir)
+                             if os.path.isdir(os.path.join(labeled_dir, d))))
+  if len(class_names) < 2:
+    raise ValueError(f'{labeled_dir} has {len(class_names)} class folder(s); make one folder '
+                     'per class (at least 2), each with a few labeled images.')
+
+  def labeled_split(split):
+    ids, labels = [], []
+    for label, name in enumerate(class_names):
+      files = _image_files(data_dir, f'{split}/{name}')
+      ids, labels = ids + files, labels + [label] * len(files)
+    return ids, labels
+
+  seed_ids, seed_labels = labeled_split('labeled')
+  unlabeled_ids = _image_files(data_dir, 'unlabeled')
+  if not seed_ids or not unlabeled_ids:
+    raise ValueError(f'Image folder {data_dir} has {len(seed_ids)} labeled and '
+                     f'{len(unlabeled_ids)} unlabeled images; active learning needs both '
+                     '(labeled/<class>/*, unlabeled/*).')
+  test_ids, test_labels = [], []
+  if os.path.isdir(os.path.join(data_dir, 'test')):
+    test_dir = os.path.join(data_dir, 'test')
+    extra = {d for d in os.listdir(test_dir)
+             if os.path.isdir(os.path.join(test_dir, d))} - set(class_names)
+    if extra:
+      raise ValueError(f'{data_dir}/test has folders {sorted(extra)} that are not classes of '
+                       f'labeled/ {list(class_names)}; rename or remove them.')
+    test_ids, test_labels = labeled_split('test')
+
+  ids = seed_ids + unlabeled_ids
+  pool = _read_images(data_dir, ids, image_size, channels)
+  scaled = pool.reshape(-1, channels).astype(np.float64) / 255.0
+  return Dataset(
+      'image_folder', pool, np.asarray(seed_labels + [-1] * len(unlabeled_ids), np.int32),
+      _read_images(data_dir, test_ids, image_size, channels),
+      np.asarray(test_labels, np.int32), len(class_names),
+      tuple(float(m) for m in scaled.mean(0)),
+      tuple(max(float(s), 1e-3) for s in scaled.std(0)),
+      sample_ids=np.asarray(ids), root=os.path.abspath(data_dir), class_names=class_names)
+
+
+DATASETS: dict[str, Callable[[ml_collections.ConfigDict], Dataset]] = {
+    'digits': lambda config: load_digits(),
+    'cityscapes': lambda config: load_cityscapes(config.data_dir),
+    'synthetic_seg': lambda config: _load_synthetic_seg(),
+    'image_folder': lambda config: load_image_folder(config.data_dir, config.image_size,
+                                                     config.image_channels),
+    **{name: (lambda config, name=name: load_tfds(name, config.data_dir))
+       for name in TFDS_SPECS},
 }
 
 
@@ -218,7 +313,7 @@ def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
   if config.dataset not in DATASETS:
     raise ValueError(f'Unknown dataset {config.dataset!r}; set --config.dataset to one of '
                      f'{sorted(DATASETS)}.')
-  return DATASETS[config.dataset](config.data_dir)
+  return DATASETS[config.dataset](config)
 
 
 def normalize(images: chex.Array, mean: Sequence[float], std: Sequence[float]) -> chex.Array:

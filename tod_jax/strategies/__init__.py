@@ -31,6 +31,9 @@ class QueryContext:
   # A strategy's own arrays carried across cycles and checkpointed with the run (e.g. the
   # kept COD outputs); strategies read and replace entries in place.
   strategy_state: dict = dataclasses.field(default_factory=dict)
+  # What a strategy reports back: 'scores', [len(candidates)] float aligned with
+  # `candidates`, if it ranks by a score (shown to the person who labels the query).
+  report: dict = dataclasses.field(default_factory=dict)
 
 
 Strategy = Callable[[QueryContext, int], np.ndarray]

@@ -20,4 +20,5 @@ def query(ctx: 'strategies.QueryContext', budget: int) -> np.ndarray:
   else:
     scores = ctx.scorer.cod(ctx.state.variables, ctx.baseline_variables, images,
                             ctx.candidates)
+  ctx.report['scores'] = scores
   return selection.top_b(scores, ctx.candidates, budget)

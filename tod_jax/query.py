@@ -1,0 +1,91 @@
+"""Command line: train the current cycle if its labels have arrived, and write its query.
+
+  python -m tod_jax.query --config=configs/image_folder.py --config.data_dir=IMAGES --workdir=DIR
+  python -m tod_jax.query --workdir=DIR   # Later rounds: the run's saved config.
+
+Writes DIR/queries/cycle_NNN.csv (rank, sample_id, path, score) for the person who
+labels; `python -m tod_jax.label` imports the answers. Run again after labeling.
+"""
+
+import json
+import logging as std_logging
+import os
+
+import ml_collections
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from tod_jax import driver, labels
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Defined only when run as a program, so tests can import `query` beside other CLIs."""
+  flags.DEFINE_string('workdir', None, 'The run directory (checkpoints, labels.json, queries/).')
+  config_flags.DEFINE_config_file('config', None, 'A configs/*.py file; only needed to start a '
+                                  'run (later calls use WORKDIR/config.json).', lock_config=True)
+  flags.DEFINE_integer('num_cycles', 0, 'If > 0, replaces config.num_cycles (to go on after '
+                       'the planned cycles).')
+  flags.mark_flags_as_required(['workdir'])
+
+
+def load_config(workdir: str, config: ml_collections.ConfigDict | None
+                ) -> ml_collections.ConfigDict:
+  """`config` if given, else the config the run in `workdir` was started with."""
+  if config is not None:
+    return config
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise app.UsageError(f'{workdir} holds no run yet; start it with '
+                         '--config=configs/image_folder.py --config.data_dir=IMAGES.')
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def query(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Runs the driver (at most one new cycle) and returns a summary for the person."""
+  if config.labels != 'ledger':
+    raise ValueError("tod_jax.query needs --config.labels=ledger (a person labels); with the "
+                     "simulated oracle run `python -m tod_jax.main`.")
+  metrics = os.path.join(workdir, 'metrics.jsonl')  # One line per completed cycle.
+  done_before = 0
+  if os.path.exists(metrics):
+    with open(metrics) as f:
+      done_before = sum(1 for _ in f)
+  records = driver.run(config, workdir)
+  data = labels.read_ledger(workdir)
+  cycle, queried = labels.current_query(data)
+  path = labels.query_csv_path(workdir, cycle)
+  unlabeled = [s for s in queried if s not in data['labels']]
+  accuracy = records[-1]['test_accuracy']
+  if len(records) == done_before:
+    status = (f'All {config.num_cycles} cycles are done (pass --num_cycles=N to go on)'
+              if cycle == config.num_cycles else
+              f'No labels have arrived for the query of cycle {cycle}: nothing to train')
+  else:
+    status = f'Cycle {cycle}: trained on {records[-1]["num_labeled"]} labeled samples' + (
+        '' if accuracy is None else f', test accuracy {accuracy:.4f}')
+  return '\n'.join([
+      status + '.',
+      f'Query: {path} ({len(queried)} samples, {len(unlabeled)} still without a label).',
+      f'Label them in a CSV with columns sample_id,label (classes: {", ".join(data["classes"])}),'
+      f' then run: python -m tod_jax.label --workdir={workdir} --labels=LABELS.csv',
+      f'and then again: python -m tod_jax.query --workdir={workdir}'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.set_verbosity(logging.INFO)
+  quiet_orbax = lambda r: r.levelno >= std_logging.WARNING or '/orbax/' not in r.pathname
+  logging.get_absl_handler().addFilter(quiet_orbax)
+  config = load_config(FLAGS.workdir, FLAGS.config)
+  if FLAGS.num_cycles > 0:
+    config.num_cycles = FLAGS.num_cycles  # A resumable change (driver.RESUMABLE_CHANGES).
+  print(query(config, FLAGS.workdir))
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)
