@@ -46,6 +46,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.ema_warmup = True  # decay = min(1 - 1/(step+1), alpha), as in the authors' code.
   config.loss_output = 'logits'  # Output compared in Eq. 7: 'logits' (authors' code) or 'softmax'.
   config.score_output = 'softmax'  # Output compared by COD, Eq. 5: 'softmax' (authors' code) or 'logits'.
+  config.loss_baseline = 'ema'  # Baseline of Eq. 7: 'ema' (paper) or 'cyclic' (w_{c-1}, fixed; Fig. 12).
+
+  # Other strategies.
+  config.mc_samples = 10  # T stochastic forward passes for 'mc_dropout' and 'bald'.
+  config.ll4al_weight = 1.0  # Weight of LL4AL's ranking loss (strategy 'll4al').
+  config.ll4al_margin = 1.0  # Margin of LL4AL's ranking loss.
+  config.ll4al_detach_at = 0.6  # Stop its gradient into the model after this fraction of epochs.
 
   # Scoring and evaluation.
   config.score_chunk_size = 1024  # Pool samples per sharded scoring call (rounded up to #devices).
