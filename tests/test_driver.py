@@ -159,3 +159,25 @@ def test_command_line_runs_with_overrides(tmp_path):
   assert record['strategy'] == 'random' and record['num_labeled'] == 144
   assert 'cycle 1: 144 labeled' in result.stderr
   assert os.listdir(os.path.join(str(tmp_path), 'tensorboard'))
+
+
+def test_ll4al_with_cyclic_loss_trains_its_module_and_resumes(tmp_path):
+  """The loss prediction module is checkpointed with the model: resuming restores it."""
+  config = make_tiny_config()
+  config.strategy, config.loss_baseline, config.num_epochs, config.num_cycles = (
+      'll4al', 'cyclic', 1, 1)
+  workdir = str(tmp_path)
+  first = driver.run(config, workdir)
+  config.num_cycles = 2
+  records = driver.run(config, workdir)
+  assert records[:1] == first and [r['cycle'] for r in records] == [1, 2]
+  assert len(driver.final_labeled(workdir)) == 144 + 2 * 72
+
+
+@pytest.mark.parametrize('field,value,match', [('loss_baseline', 'teacher', 'loss_baseline'),
+                                               ('strategy', 'bald', 'dropout_rate')])
+def test_validate_config_rejects_unusable_strategy_settings(field, value, match):
+  config = make_tiny_config()
+  config[field] = value
+  with pytest.raises(ValueError, match=match):
+    driver.validate_config(config)
