@@ -51,6 +51,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.keep_outputs = True  # COD keeps w_c's pool outputs for cycle c+1: one pass per image.
   config.kept_outputs_dtype = 'float32'  # 'float32' or 'bfloat16' storage of kept outputs.
   config.kept_outputs_max_bytes = 2**30  # Above this COD runs both models instead (logged once).
+  config.loss_baseline = 'ema'  # Baseline of Eq. 7: 'ema' (paper) or 'cyclic' (w_{c-1}, fixed; Fig. 12).
+
+  # Other strategies.
+  config.mc_samples = 10  # T stochastic forward passes for 'mc_dropout' and 'bald'.
+  config.ll4al_weight = 1.0  # Weight of LL4AL's ranking loss (strategy 'll4al').
+  config.ll4al_margin = 1.0  # Margin of LL4AL's ranking loss.
+  config.ll4al_detach_at = 0.6  # Stop its gradient into the model after this fraction of epochs.
 
   # Scoring and evaluation.
   config.score_chunk_size = 1024  # Pool samples per sharded scoring call (rounded up to #devices).

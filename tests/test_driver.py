@@ -187,3 +187,25 @@ def test_segmentation_crop_larger_than_images_fails_before_training(tmp_path):
   with pytest.raises(ValueError, match=r'crop_size 48 exceeds the synthetic_seg images'):
     driver.run(config, str(tmp_path))
   assert not os.path.exists(os.path.join(str(tmp_path), 'checkpoints'))
+
+
+def test_ll4al_with_cyclic_loss_trains_its_module_and_resumes(tmp_path):
+  """The loss prediction module is checkpointed with the model: resuming restores it."""
+  config = make_tiny_config()
+  config.strategy, config.loss_baseline, config.num_epochs, config.num_cycles = (
+      'll4al', 'cyclic', 1, 1)
+  workdir = str(tmp_path)
+  first = driver.run(config, workdir)
+  config.num_cycles = 2
+  records = driver.run(config, workdir)
+  assert records[:1] == first and [r['cycle'] for r in records] == [1, 2]
+  assert len(driver.final_labeled(workdir)) == 144 + 2 * 72
+
+
+@pytest.mark.parametrize('field,value,match', [('loss_baseline', 'teacher', 'loss_baseline'),
+                                               ('strategy', 'bald', 'dropout_rate')])
+def test_validate_config_rejects_unusable_strategy_settings(field, value, match):
+  config = make_tiny_config()
+  config[field] = value
+  with pytest.raises(ValueError, match=match):
+    driver.validate_config(config)

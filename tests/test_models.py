@@ -50,3 +50,19 @@ def test_small_cnn_features_and_batch_stats_update():
 def test_unknown_model_names_the_choices():
   with pytest.raises(ValueError, match="Unknown model 'vgg'.*resnet18"):
     models.create_model('vgg', 10)
+
+
+def test_dropout_switch_in_inference_mode():
+  """dropout=True: stochastic passes with BatchNorm running statistics; default: deterministic."""
+  model = models.create_model('small_cnn', 10, dropout_rate=0.5)
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 8, 8, 1))
+  variables = model.init(jax.random.PRNGKey(1), x)
+  plain = model.apply(variables, x)
+  np.testing.assert_array_equal(plain, model.apply(variables, x, train=False))
+  a = model.apply(variables, x, dropout=True, rngs={'dropout': jax.random.PRNGKey(2)})
+  b = model.apply(variables, x, dropout=True, rngs={'dropout': jax.random.PRNGKey(3)})
+  assert not np.allclose(a, b) and not np.allclose(a, plain)
+  # No 'batch_stats' update is requested or needed: BatchNorm is in inference mode.
+  none = models.create_model('small_cnn', 10, dropout_rate=0.0)
+  np.testing.assert_array_equal(
+      none.apply(variables, x, dropout=True, rngs={'dropout': jax.random.PRNGKey(2)}), plain)

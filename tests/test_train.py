@@ -140,3 +140,33 @@ def test_train_cycle_calls_on_step_after_every_step(tiny_config):
                     np.random.default_rng(0), jax.random.PRNGKey(0), cycle=1,
                     on_step=lambda s, done: seen.append((done, int(s.step))))
   assert seen == [(1, 1), (2, 2), (3, 3), (4, 4)]
+
+
+def test_cyclic_loss_baseline_is_the_fixed_previous_model(setup):
+  """loss_baseline='cyclic': Eq. 7 against w_{c-1} in inference mode; w_{c-1} never changes."""
+  config, ds, model, variables, labeled, unlabeled = setup
+  config.loss_baseline, config.crop_padding, config.flip = 'cyclic', 0, False
+  previous = init_variables(model, jax.random.PRNGKey(1), ds.image_shape)
+  state = create_train_state(model, jax.tree.map(jnp.copy, variables),
+                             create_optimizer(config, 100), loss_baseline=previous)
+  step = train.make_train_step(config, ds)
+  new_state, m = step(state, labeled, unlabeled, jax.random.PRNGKey(0))
+  prep = lambda im: input_pipeline.normalize(jnp.asarray(im), ds.mean, ds.std)
+  x = jnp.concatenate([prep(labeled['image']), prep(unlabeled['image'])])
+  logits = model.apply(variables, x, train=True, mutable=['batch_stats'])[0]
+  base = model.apply(previous, x[32:], train=False)
+  chex.assert_trees_all_close(m['unsup_loss'], jnp.mean(jnp.sum((logits[32:] - base) ** 2, -1)),
+                              rtol=1e-5)
+  new_state, _ = step(new_state, labeled, unlabeled, jax.random.PRNGKey(1))
+  chex.assert_trees_all_close(new_state.loss_baseline, previous)
+  # The EMA model is still kept (for emaod and the EMA accuracy): first step decay 0.5.
+  assert not np.allclose(new_state.ema_params['Dense_0']['kernel'],
+                         variables['params']['Dense_0']['kernel'])
+
+
+def test_cyclic_loss_baseline_without_a_baseline_fails_clearly(setup):
+  config, ds, model, variables, labeled, unlabeled = setup
+  config.loss_baseline = 'cyclic'
+  with pytest.raises(ValueError, match='loss_baseline'):
+    train.make_train_step(config, ds)(_state(config, model, variables), labeled, unlabeled,
+                                      jax.random.PRNGKey(0))

@@ -16,7 +16,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from tod_jax import checkpointing, input_pipeline, labels, metrics, models, strategies, tod, train
+from tod_jax import (checkpointing, input_pipeline, labels, loss_prediction, metrics, models,
+                     strategies, tod, train)
 from tod_jax.scoring import Scorer
 from tod_jax.sharded_map import make_mesh
 from tod_jax.train_state import create_optimizer, create_train_state, init_variables
@@ -36,8 +37,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f'Unknown dataset {config.dataset!r}; set --config.dataset to one of '
                      f'{sorted(input_pipeline.DATASETS)}.')
   models.create_model(config.model, 2)
-  strategies.get_strategy(config.strategy)
+  strategies.check_config(config)
   labels.check_mode(config.labels)
+  if config.loss_baseline not in ('ema', 'cyclic'):
+    raise ValueError(f"Unknown loss_baseline {config.loss_baseline!r}; set "
+                     "--config.loss_baseline to 'ema' (Eq. 7) or 'cyclic' (w_{c-1}).")
   for field in ('loss_output', 'score_output'):
     tod.model_output(jnp.zeros((1, 2)), config[field])
   if config.kept_outputs_dtype not in ('float32', 'bfloat16'):
@@ -126,9 +130,12 @@ def _check_crop(config: ml_collections.ConfigDict, dataset: input_pipeline.Datas
 
 
 def _model_tree(state, key) -> dict:
-  return {'params': state.params, 'batch_stats': state.batch_stats,
+  tree = {'params': state.params, 'batch_stats': state.batch_stats,
           'ema_params': state.ema_params, 'ema_batch_stats': state.ema_batch_stats,
           'step': state.step, 'rng': jax.random.key_data(key)}
+  if state.loss_head_params is not None:
+    tree['loss_head_params'] = state.loss_head_params
+  return tree
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
@@ -150,23 +157,29 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   if dataset.is_segmentation and config.crop_size:  # Fully convolutional: init on a crop.
     input_shape = (config.crop_size, config.crop_size, input_shape[-1])
   init_vars = init_variables(model, jax.random.fold_in(base_key, 0), input_shape)
+  init_head = None
+  if strategies.needs_loss_head(config.strategy):  # LL4AL's module, trained with the model.
+    init_head = loss_prediction.init_params(model, init_vars, jax.random.fold_in(base_key, 2),
+                                            input_shape)
 
   checkpointer = checkpointing.Checkpointer(workdir)
   last = checkpointer.latest_cycle()
   if last is None:
     labeled = label_source.initial_labeled(initial_size, config.seed)
     variables, ema_variables, step, records, strategy_state = init_vars, None, 0, [], {}
+    head_params = init_head
     baseline = jax.tree.map(jnp.copy, init_vars)
     key = jax.random.fold_in(base_key, 1)
     first_cycle = 1
   else:
-    abstract = _model_tree(create_train_state(model, init_vars, create_optimizer(config, 1)),
-                           base_key)
+    abstract = _model_tree(create_train_state(model, init_vars, create_optimizer(config, 1),
+                                              loss_head_params=init_head), base_key)
     tree, meta, strategy_state = checkpointer.restore(last, abstract)
     labeled, records = np.asarray(meta['labeled'], np.int64), meta['records']
     variables = {'params': tree['params'], 'batch_stats': tree['batch_stats']}
     ema_variables = {'params': tree['ema_params'], 'batch_stats': tree['ema_batch_stats']}
     step, key = int(tree['step']), jax.random.wrap_key_data(tree['rng'])
+    head_params = tree.get('loss_head_params')
     baseline = jax.tree.map(jnp.copy, variables)
     first_cycle = last + 1
     label_source.record_query(last, meta)  # Completes a write that a crash cut short.
@@ -181,12 +194,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     for cycle in label_source.cycles(first_cycle, config.num_cycles):
       if config.reinit_each_cycle:
         variables, ema_variables = jax.tree.map(jnp.copy, init_vars), None
+        head_params = jax.tree.map(jnp.copy, init_head)
       labeled, train_labels = label_source.labeled_set(labeled)
       dataset = dataclasses.replace(dataset, train_labels=train_labels)
       unlabeled = np.setdiff1d(np.arange(dataset.pool_size), labeled)
       n_steps = config.num_epochs * train.steps_per_epoch(len(labeled), config.batch_size)
+      cyclic = config.semi and config.loss_baseline == 'cyclic'
       state = create_train_state(model, variables, create_optimizer(config, n_steps),
-                                 ema_variables, step)
+                                 ema_variables, step, loss_head_params=head_params,
+                                 loss_baseline=baseline if cyclic else None)
       np_rng = np.random.default_rng([config.seed, cycle])
 
       start = time.perf_counter()
@@ -249,6 +265,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
 
       labeled, step = next_labeled, int(state.step)
       variables, ema_variables = state.variables, state.ema_variables
+      head_params = state.loss_head_params
       baseline = jax.tree.map(jnp.copy, variables)  # w_c, the next cycle's w_{c-1}.
   finally:
     checkpointer.close()

@@ -3,13 +3,12 @@
 Config fields are overridden with `--config.key=value`.
 """
 
-import logging as std_logging
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from tod_jax import driver, input_pipeline
+from tod_jax import cli_logging, driver, input_pipeline
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics.jsonl and TensorBoard.')
@@ -20,10 +19,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logging.set_verbosity(logging.INFO)
-  # Orbax logs every step of every save at INFO; keep its warnings only.
-  quiet_orbax = lambda r: r.levelno >= std_logging.WARNING or '/orbax/' not in r.pathname
-  logging.get_absl_handler().addFilter(quiet_orbax)
+  cli_logging.setup_logging()
   try:
     driver.run(FLAGS.config, FLAGS.workdir)
   except input_pipeline.DatasetNotPreparedError as e:

@@ -4,11 +4,13 @@ Every model maps NHWC float images to logits `[batch, classes]` (segmentation
 models: `[batch, H, W, classes]`), keeps BatchNorm
 statistics in the 'batch_stats' collection, and sows its penultimate features
 ('features') and per-stage outputs ('stage1'..) into 'intermediates' for
-strategies that need them (core-set, LL4AL).
+strategies that need them (core-set, LL4AL). Dropout is on in training mode;
+`dropout=True` turns it on in inference mode too (MC dropout: BatchNorm keeps
+its running statistics).
 """
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -16,6 +18,10 @@ import jax.numpy as jnp
 from tod_jax import drn
 
 ModuleDef = Any
+
+
+def _dropout_on(train: bool, dropout: Optional[bool]) -> bool:
+  return train if dropout is None else dropout
 
 
 class BasicBlock(nn.Module):
@@ -48,7 +54,7 @@ class ResNet(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, dropout: Optional[bool] = None):
     conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, padding='SAME')
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=self.dtype)
@@ -64,7 +70,7 @@ class ResNet(nn.Module):
       self.sow('intermediates', f'stage{i + 1}', x)
     x = jnp.mean(x, axis=(1, 2))
     self.sow('intermediates', 'features', x)
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    x = nn.Dropout(self.dropout_rate, deterministic=not _dropout_on(train, dropout))(x)
     return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
 
 
@@ -76,7 +82,7 @@ class SmallCNN(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, dropout: Optional[bool] = None):
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              dtype=self.dtype)
     for i, width in enumerate(self.widths):
@@ -87,7 +93,7 @@ class SmallCNN(nn.Module):
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = jnp.mean(x, axis=(1, 2))
     self.sow('intermediates', 'features', x)
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    x = nn.Dropout(self.dropout_rate, deterministic=not _dropout_on(train, dropout))(x)
     return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
 
 

@@ -5,7 +5,7 @@ and COD is one score per image (Eq. 5 over all its pixels and classes).
 """
 
 import functools
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import chex
 import flax.linen as nn
@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from tod_jax import input_pipeline, metrics, tod
+from tod_jax import input_pipeline, loss_prediction, metrics, tod
 from tod_jax.sharded_map import PoolMapper
 
 
@@ -24,6 +24,28 @@ def _logits(apply_fn, mean, std, variables, images):
 
 def _outputs(apply_fn, mean, std, output, variables, images):
   return tod.model_output(_logits(apply_fn, mean, std, variables, images), output)
+def _intermediates(apply_fn, mean, std, variables, images):
+  _, state = apply_fn(variables, input_pipeline.normalize(images, mean, std), train=False,
+                      mutable=['intermediates'])
+  return state['intermediates']
+
+
+def _features(apply_fn, mean, std, variables, images):
+  return _intermediates(apply_fn, mean, std, variables, images)['features'][0]
+
+
+def _predicted_loss(apply_fn, mean, std, variables_and_head, images):
+  variables, head_params = variables_and_head
+  return loss_prediction.predict(head_params,
+                                 _intermediates(apply_fn, mean, std, variables, images))
+
+
+def _mc_probabilities(apply_fn, mean, std, num_samples, variables_and_rng, images):
+  variables, rng = variables_and_rng
+  x = input_pipeline.normalize(images, mean, std)
+  one_pass = lambda key: jax.nn.softmax(
+      apply_fn(variables, x, train=False, dropout=True, rngs={'dropout': key}), axis=-1)
+  return jnp.swapaxes(jax.vmap(one_pass)(jax.random.split(rng, num_samples)), 0, 1)
 
 
 def _cod(apply_fn, mean, std, output, variables_pair, images):
@@ -53,11 +75,14 @@ class Scorer:
     mean, std = tuple(mean), tuple(std)
     self._logits = PoolMapper(functools.partial(_logits, model.apply, mean, std),
                               chunk_size, mesh)
-    self._outputs = PoolMapper(functools.partial(_outputs, model.apply, mean, std, output),
-                               chunk_size, self._logits.mesh)
-    self._cod = PoolMapper(functools.partial(_cod, model.apply, mean, std, output),
-                           chunk_size, self._logits.mesh)
     self.mesh = self._logits.mesh
+    mapper = lambda fn, *args: PoolMapper(functools.partial(fn, model.apply, mean, std, *args),
+                                          chunk_size, self.mesh)
+    self._outputs = mapper(_outputs, output)
+    self._cod = mapper(_cod, output)
+    self._features = mapper(_features)
+    self._predicted_loss = mapper(_predicted_loss)
+    self._mc = functools.lru_cache(maxsize=None)(functools.partial(mapper, _mc_probabilities))
     self._apply, self._mean, self._std = model.apply, mean, std
     self._chunk_size, self._confusion = chunk_size, {}
 
@@ -79,6 +104,26 @@ class Scorer:
           images: np.ndarray, indices: Optional[np.ndarray] = None) -> np.ndarray:
     """Eq. 5 per index, both models run: ||f(x; w_c) - f(x; w_{c-1})||. Returns [n] float32."""
     return self._cod((variables, baseline_variables), images, indices)
+
+  def features(self, variables: chex.ArrayTree, images: np.ndarray,
+               indices: Optional[np.ndarray] = None) -> np.ndarray:
+    """Penultimate features (sown as 'features'), [len(indices), D] float32."""
+    return self._features(variables, images, indices)
+
+  def predicted_loss(self, variables: chex.ArrayTree, loss_head_params: Any,
+                     images: np.ndarray, indices: Optional[np.ndarray] = None) -> np.ndarray:
+    """LL4AL's predicted loss from the model's stage outputs, [len(indices)] float32."""
+    return self._predicted_loss((variables, loss_head_params), images, indices)
+
+  def mc_probabilities(self, variables: chex.ArrayTree, rng: chex.PRNGKey, num_samples: int,
+                       images: np.ndarray, indices: Optional[np.ndarray] = None) -> np.ndarray:
+    """Softmax of `num_samples` passes with dropout on and BatchNorm in inference mode.
+
+    Returns [len(indices), num_samples, classes]. Every chunk reuses `rng`, so a
+    sample's dropout masks depend on its position in its chunk; the passes of
+    one sample are independent, which is what MC dropout needs.
+    """
+    return self._mc(num_samples)((variables, rng), images, indices)
 
   def accuracy(self, variables: chex.ArrayTree, images: np.ndarray, labels: np.ndarray) -> float:
     """Top-1 accuracy of `variables` on (images, labels)."""

@@ -9,9 +9,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import tqdm
 
-from tod_jax import input_pipeline, tod
+from tod_jax import input_pipeline, loss_prediction, tod
 from tod_jax.input_pipeline import Dataset
 from tod_jax.train_state import TrainState
 
@@ -20,34 +21,28 @@ class NonFiniteLossError(FloatingPointError):
   """Training produced a NaN or infinite loss."""
 
 
-def _prepare(key: chex.PRNGKey, images: chex.Array, masks: Optional[chex.Array],
-             config: ml_collections.ConfigDict, mean: tuple, std: tuple, segmentation: bool
-             ) -> tuple[chex.Array, Optional[chex.Array]]:
-  """Augmented, normalised images; segmentation masks get the same crop and flip."""
-  if segmentation:
-    images, masks = input_pipeline.augment_segmentation(key, images, masks, config.crop_size,
-                                                        config.flip)
-  else:
-    images = input_pipeline.augment(key, images, config.crop_padding, config.flip)
-  return input_pipeline.normalize(images, mean, std), masks
-
-
-def train_step(state: TrainState, labeled: dict, unlabeled: dict, rng: chex.PRNGKey, *,
-               config: ml_collections.ConfigDict, mean: tuple, std: tuple,
-               ignore_label: Optional[int] = None) -> tuple[TrainState, dict]:
+def train_step(state: TrainState, labeled: dict, unlabeled: dict, rng: chex.PRNGKey,
+               detach_loss_head: bool = False, *, config: ml_collections.ConfigDict,
+               mean: tuple, std: tuple, ignore_label: Optional[int] = None
+               ) -> tuple[TrainState, dict]:
   """One SGD step on CE(labeled) + lambda * TOD(unlabeled), then the EMA update.
+
+  With a loss prediction module in the state (LL4AL), its margin ranking loss
+  on the labeled batch is added with weight config.ll4al_weight.
 
   Args:
     state: current train state.
     labeled: {'image': uint8 [B, H, W, C], 'label': int32 [B] or per-pixel masks [B, H, W]}.
     unlabeled: {'image': uint8 [U, H, W, C]} (ignored when config.semi is False).
     rng: PRNG key for augmentation and dropout (folded with the step).
+    detach_loss_head: (static) stop the ranking loss's gradient into the model.
     config: the run config (static).
     mean, std: per-channel normalisation.
     ignore_label: label excluded from the loss and accuracy (segmentation), or None.
   Returns:
     The new state and scalar metrics {'loss', 'sup_loss', 'unsup_loss', 'accuracy'}
-    (segmentation: pixel accuracy over non-ignored pixels).
+    (segmentation: pixel accuracy over non-ignored pixels; 'ranking_loss' with a loss
+    prediction module).
   """
   rng = jax.random.fold_in(rng, state.step)
   aug_l, aug_u, dropout_rng = jax.random.split(rng, 3)
@@ -59,29 +54,53 @@ def train_step(state: TrainState, labeled: dict, unlabeled: dict, rng: chex.PRNG
   x = jnp.concatenate([x_l, prep(aug_u, unlabeled['image'], None)[0]]) if config.semi else x_l
 
   ema_batch_stats = state.ema_batch_stats
-  if config.semi:
+  ema_forward = config.semi and config.loss_baseline == 'ema'
+  if ema_forward:
     # The baseline (EMA) model runs in training mode with its own BatchNorm statistics.
-    ema_logits, ema_updates = state.apply_fn(
+    base_logits, ema_updates = state.apply_fn(
         state.ema_variables, x[n_l:], train=True, mutable=['batch_stats'],
         rngs={'dropout': jax.random.fold_in(dropout_rng, 1)})
     ema_batch_stats = ema_updates['batch_stats']
-    ema_out = tod.model_output(ema_logits, config.loss_output)
+  elif config.semi:  # 'cyclic': the fixed previous-cycle model w_{c-1}, inference mode.
+    if state.loss_baseline is None:
+      raise ValueError("loss_baseline='cyclic' needs the state's loss_baseline (w_{c-1}); "
+                       'pass loss_baseline= to create_train_state.')
+    base_logits = state.apply_fn(state.loss_baseline, x[n_l:], train=False)
+  if config.semi:
+    base_out = tod.model_output(base_logits, config.loss_output)
+  with_head = state.loss_head_params is not None
 
-  def loss_fn(params):
+  def loss_fn(params, head_params):
     logits, updates = state.apply_fn(
         {'params': params, 'batch_stats': state.batch_stats}, x, train=True,
-        mutable=['batch_stats'], rngs={'dropout': dropout_rng})
+        mutable=['batch_stats', 'intermediates'] if with_head else ['batch_stats'],
+        rngs={'dropout': dropout_rng})
     sup = tod.supervised_loss(logits[:n_l], labels, ignore_label=ignore_label)
     unsup = (tod.unsupervised_tod_loss(tod.model_output(logits[n_l:], config.loss_output),
-                                       ema_out) if config.semi else jnp.zeros(()))
+                                       base_out) if config.semi else jnp.zeros(()))
     loss = tod.overall_loss(sup, unsup, config.tod_weight if config.semi else 0.0)
-    return loss, (updates['batch_stats'], logits[:n_l], sup, unsup)
+    ranking = jnp.zeros(())
+    if with_head:  # LL4AL: rank the labeled samples' true losses.
+      labeled_stages = jax.tree.map(lambda a: a[:n_l], updates['intermediates'])
+      predicted = loss_prediction.predict(head_params, labeled_stages, detach_loss_head)
+      true_losses = optax.softmax_cross_entropy_with_integer_labels(logits[:n_l],
+                                                                     labeled['label'])
+      ranking = loss_prediction.ranking_loss(predicted, true_losses, config.ll4al_margin)
+      loss = loss + config.ll4al_weight * ranking
+    return loss, (updates['batch_stats'], logits[:n_l], sup, unsup, ranking)
 
-  (loss, (batch_stats, logits_l, sup, unsup)), grads = jax.value_and_grad(
-      loss_fn, has_aux=True)(state.params)
+  (loss, (batch_stats, logits_l, sup, unsup, ranking)), (grads, head_grads) = (
+      jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
+          state.params, state.loss_head_params))
+  if with_head:
+    head_updates, head_opt_state = state.tx.update(head_grads, state.loss_head_opt_state,
+                                                   state.loss_head_params)
+    state = state.replace(
+        loss_head_params=optax.apply_updates(state.loss_head_params, head_updates),
+        loss_head_opt_state=head_opt_state)
   state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   decay = tod.ema_decay(state.step, config.ema_decay, config.ema_warmup)
-  if not config.semi:  # No EMA forward pass: average the statistics like the weights.
+  if not ema_forward:  # No EMA forward pass: average the statistics like the weights.
     ema_batch_stats = tod.ema_update(batch_stats, ema_batch_stats, decay)
   state = state.replace(ema_params=tod.ema_update(state.params, state.ema_params, decay),
                         ema_batch_stats=ema_batch_stats)
@@ -89,6 +108,8 @@ def train_step(state: TrainState, labeled: dict, unlabeled: dict, rng: chex.PRNG
   correct = (jnp.argmax(logits_l, -1) == labels) & counted
   metrics = {'loss': loss, 'sup_loss': sup, 'unsup_loss': unsup,
              'accuracy': jnp.sum(correct) / jnp.maximum(jnp.sum(counted), 1)}
+  if with_head:
+    metrics['ranking_loss'] = ranking
   return state, metrics
 
 
@@ -97,7 +118,7 @@ def make_train_step(config: ml_collections.ConfigDict, dataset: Dataset) -> Call
   step = functools.partial(train_step, config=ml_collections.FrozenConfigDict(config),
                            mean=tuple(dataset.mean), std=tuple(dataset.std),
                            ignore_label=dataset.ignore_label)
-  return jax.jit(step, donate_argnums=0)
+  return jax.jit(step, donate_argnums=0, static_argnames='detach_loss_head')
 
 
 def steps_per_epoch(num_labeled: int, batch_size: int) -> int:
@@ -112,6 +133,8 @@ def train_cycle(state: TrainState, dataset: Dataset, labeled: np.ndarray,
                 ) -> tuple[TrainState, dict]:
   """Trains `config.num_epochs` epochs over the labeled set.
 
+  With a loss prediction module (LL4AL) its gradient into the model is stopped
+  from epoch round(config.ll4al_detach_at * num_epochs) on (LL4AL: 120 of 200).
   Every batch has exactly `config.batch_size` samples (the last batch of an epoch
   is filled from the start of the epoch's permutation), so the step compiles once.
   Raises NonFiniteLossError (the state passed in is then unusable: it was donated)
@@ -124,7 +147,10 @@ def train_cycle(state: TrainState, dataset: Dataset, labeled: np.ndarray,
   bar = tqdm.trange(config.num_epochs, desc=f'cycle {cycle} ({len(labeled)} labeled)',
                     disable=not config.progress_bar, leave=False, dynamic_ncols=True)
   epoch_metrics = {}
+  detach_from = round(config.ll4al_detach_at * config.num_epochs)
   for epoch in bar:
+    step_kwargs = ({'detach_loss_head': epoch >= detach_from}
+                   if state.loss_head_params is not None else {})
     order = np.resize(np_rng.permutation(labeled), n_steps * config.batch_size)
     order = order.reshape(n_steps, config.batch_size)
     if config.semi:
@@ -134,7 +160,7 @@ def train_cycle(state: TrainState, dataset: Dataset, labeled: np.ndarray,
     for i in range(n_steps):
       batch = {'image': dataset.train_images[order[i]], 'label': dataset.train_labels[order[i]]}
       unl_batch = {'image': dataset.train_images[unl[i]]} if config.semi else {}
-      state, metrics = step_fn(state, batch, unl_batch, key)
+      state, metrics = step_fn(state, batch, unl_batch, key, **step_kwargs)
       history.append(metrics)
       if on_step is not None:
         on_step(state, epoch * n_steps + i + 1)

@@ -12,10 +12,19 @@ from flax.training import train_state
 
 
 class TrainState(train_state.TrainState):
-  """flax TrainState plus BatchNorm statistics and the EMA (mean-teacher) model of Eq. 6."""
+  """flax TrainState plus BatchNorm statistics and the EMA (mean-teacher) model of Eq. 6.
+
+  Optional parts, None unless a run uses them: `loss_head_params` and
+  `loss_head_opt_state` (LL4AL's loss prediction module, updated with `tx`
+  alongside the model) and `loss_baseline` ({'params', 'batch_stats'} of the
+  fixed model w_{c-1} that Eq. 7 compares with when config.loss_baseline='cyclic').
+  """
   batch_stats: Any
   ema_params: Any
   ema_batch_stats: Any
+  loss_head_params: Any = None
+  loss_head_opt_state: Any = None
+  loss_baseline: Any = None
 
   @property
   def variables(self) -> dict:
@@ -47,13 +56,21 @@ def init_variables(model: nn.Module, rng: chex.PRNGKey, image_shape: tuple[int, 
 
 
 def create_train_state(model: nn.Module, variables: dict, tx: optax.GradientTransformation,
-                       ema_variables: dict | None = None, step: int = 0) -> TrainState:
+                       ema_variables: dict | None = None, step: int = 0, *,
+                       loss_head_params: Any = None,
+                       loss_baseline: dict | None = None) -> TrainState:
   """A fresh optimizer state around `variables`; the EMA model starts as a copy unless given.
 
-  The train step donates the state's buffers, so the EMA model gets its own copy.
+  The train step donates the state's buffers, so the EMA model and the loss
+  baseline get their own copies.
   """
   ema_variables = ema_variables or jax.tree.map(jnp.copy, variables)
+  head_opt_state = None if loss_head_params is None else tx.init(loss_head_params)
+  if loss_baseline is not None:
+    loss_baseline = jax.tree.map(jnp.copy, loss_baseline)
   return TrainState(step=jnp.asarray(step, jnp.int32), apply_fn=model.apply,
                     params=variables['params'], tx=tx, opt_state=tx.init(variables['params']),
                     batch_stats=variables['batch_stats'], ema_params=ema_variables['params'],
-                    ema_batch_stats=ema_variables['batch_stats'])
+                    ema_batch_stats=ema_variables['batch_stats'],
+                    loss_head_params=loss_head_params, loss_head_opt_state=head_opt_state,
+                    loss_baseline=loss_baseline)

@@ -3,11 +3,12 @@
 A strategy is `query(ctx: QueryContext, budget: int) -> np.ndarray` returning
 `budget` distinct indices drawn from `ctx.candidates`. Add one by writing a
 module here that decorates its function with `@register('name')` and importing
-it below.
+it below. A strategy may name a config check (run before any data is loaded)
+and may ask for LL4AL's loss prediction module to be trained with the model.
 """
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import ml_collections
 import numpy as np
@@ -37,12 +38,21 @@ class QueryContext:
 
 
 Strategy = Callable[[QueryContext, int], np.ndarray]
+ConfigCheck = Callable[[ml_collections.ConfigDict], None]
 STRATEGIES: dict[str, Strategy] = {}
+CONFIG_CHECKS: dict[str, ConfigCheck] = {}
+LOSS_HEAD_STRATEGIES: set[str] = set()
 
 
-def register(name: str) -> Callable[[Strategy], Strategy]:
+def register(name: str, *, check: Optional[ConfigCheck] = None,
+             loss_head: bool = False) -> Callable[[Strategy], Strategy]:
+  """Registers a strategy; `check(config)` raises on configs it cannot use."""
   def wrap(fn: Strategy) -> Strategy:
     STRATEGIES[name] = fn
+    if check is not None:
+      CONFIG_CHECKS[name] = check
+    if loss_head:
+      LOSS_HEAD_STRATEGIES.add(name)
     return fn
   return wrap
 
@@ -54,5 +64,18 @@ def get_strategy(name: str) -> Strategy:
   return STRATEGIES[name]
 
 
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises if config.strategy is unknown or cannot run with `config`."""
+  get_strategy(config.strategy)
+  if config.strategy in CONFIG_CHECKS:
+    CONFIG_CHECKS[config.strategy](config)
+
+
+def needs_loss_head(name: str) -> bool:
+  """Whether strategy `name` trains LL4AL's loss prediction module with the model."""
+  return name in LOSS_HEAD_STRATEGIES
+
+
 # Registration by import.
-from tod_jax.strategies import cod, random_sampling  # noqa: E402,F401
+from tod_jax.strategies import (  # noqa: E402,F401
+    cod, coreset, emaod, ll4al, mc_dropout, random_sampling, uncertainty_sampling)

@@ -1,0 +1,158 @@
+"""Each strategy on a hand-built case with a known answer; no strategy returns a bad index."""
+
+import dataclasses
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tod_jax import input_pipeline, loss_prediction, models, scoring, strategies, uncertainty
+from tod_jax.strategies import coreset
+from tod_jax.train_state import create_optimizer, create_train_state, init_variables
+
+
+class TableScorer:
+  """A Scorer stand-in whose outputs are fixed per pool index."""
+
+  def __init__(self, table):
+    self.table = np.asarray(table, np.float32)
+
+  def logits(self, variables, images, indices):
+    return self.table[indices]
+
+  features = logits
+
+  def predicted_loss(self, variables, head, images, indices):
+    return self.table[indices, 0]
+
+
+def _ctx(table, candidates, labeled, state=None):
+  dataset = types.SimpleNamespace(train_images=np.zeros((len(table), 1, 1, 1), np.uint8))
+  state = state or types.SimpleNamespace(variables=None, loss_head_params={})
+  config = types.SimpleNamespace(score_chunk_size=4)
+  return strategies.QueryContext(config, dataset, np.asarray(labeled), np.asarray(candidates),
+                                 state, None, TableScorer(table), np.random.default_rng(0))
+
+
+# Logits over 4 classes. Row 0: top-2 tie (margin's pick); row 1: the largest
+# 1 - max p (least confidence's pick); row 2: the most uniform, largest entropy.
+UNCERTAIN = [[3.0, 3.0, -5.0, -5.0], [0.2, 0.0, 0.0, -20.0], [1.0, 0.0, 0.0, 0.0],
+             [9.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]
+
+
+@pytest.mark.parametrize('name,expected', [('margin', 0), ('least_confidence', 1),
+                                           ('entropy', 2)])
+def test_uncertainty_strategies_pick_their_most_uncertain(name, expected):
+  probs = jax.nn.softmax(jnp.asarray(UNCERTAIN[:4]))
+  assert int(np.argmax(getattr(uncertainty, name)(probs))) == expected  # The case is valid.
+  # Row 4 (uniform) would win every measure, but it is labeled.
+  picked = strategies.get_strategy(name)(_ctx(UNCERTAIN, [0, 1, 2, 3], [4]), 1)
+  np.testing.assert_array_equal(picked, [expected])
+
+
+def test_k_center_greedy_picks_the_farthest_point_first():
+  centers = np.array([[0.0], [10.0]])
+  points = np.array([[1.0], [5.0], [3.0], [6.0], [9.5]])
+  # Nearest-center distances 1, 5, 3, 4, 0.5: pick 5.0. Then 3.0 (min(3, 2) = 2 vs 1, 1, 0.5).
+  for chunk in (1, 3, 1024):  # Centers one at a time, padded, or all at once.
+    np.testing.assert_array_equal(coreset.k_center_greedy(points, centers, 2, chunk), [1, 2])
+
+
+def test_k_center_greedy_matches_a_numpy_loop():
+  rng = np.random.default_rng(0)
+  points, centers = rng.normal(size=(200, 8)), rng.normal(size=(37, 8))
+  dist = np.min(np.linalg.norm(points[:, None] - centers[None], axis=-1), axis=1)
+  expected = []
+  for _ in range(15):
+    j = int(np.argmax(dist))
+    expected.append(j)
+    dist = np.minimum(dist, np.linalg.norm(points - points[j], axis=-1))
+  np.testing.assert_array_equal(coreset.k_center_greedy(points, centers, 15, chunk=16), expected)
+
+
+def test_k_center_greedy_never_repeats_on_duplicates():
+  picks = coreset.k_center_greedy(np.zeros((5, 2)), np.zeros((1, 2)), 5)
+  assert sorted(picks) == [0, 1, 2, 3, 4]
+
+
+def test_coreset_strategy_returns_pool_indices_of_the_farthest_features():
+  table = [[1.0], [5.0], [0.0], [3.0], [10.0]]  # Indices 2 and 4 are labeled.
+  picked = strategies.get_strategy('coreset')(
+      _ctx(table, [0, 1, 3], [2, 4], types.SimpleNamespace(variables=None)), 1)
+  np.testing.assert_array_equal(picked, [1])  # 5.0: 5 from both centers.
+
+
+def test_ll4al_picks_the_largest_predicted_loss():
+  table = [[0.1], [2.0], [0.5], [9.0]]
+  picked = strategies.get_strategy('ll4al')(_ctx(table, [0, 1, 2], [3]), 2)
+  np.testing.assert_array_equal(picked, [1, 2])
+
+
+@pytest.fixture(scope='module')
+def real_setup():
+  """A small CNN with dropout on 300 digits; the EMA model and baseline differ from w_c."""
+  ds = input_pipeline.load_digits()
+  ds = dataclasses.replace(ds, train_images=ds.train_images[:300],
+                           train_labels=ds.train_labels[:300])
+  model = models.create_model('small_cnn', 10, dropout_rate=0.5)
+  init = lambda seed: init_variables(model, jax.random.PRNGKey(seed), ds.image_shape)
+  head = loss_prediction.init_params(model, init(0), jax.random.PRNGKey(9), ds.image_shape)
+  config = ml_config()
+  state = create_train_state(model, init(0), create_optimizer(config, 1), init(1),
+                             loss_head_params=head)
+  scorer = scoring.Scorer(model, ds.mean, ds.std, 'softmax', chunk_size=64)
+  return ds, model, state, init(2), scorer, config
+
+
+def ml_config():
+  from conftest import make_tiny_config  # pylint: disable=import-outside-toplevel
+  config = make_tiny_config()
+  config.dropout_rate, config.mc_samples = 0.5, 4
+  return config
+
+
+def test_emaod_is_cod_against_the_ema_model(real_setup):
+  ds, _, state, baseline, scorer, config = real_setup
+  candidates = np.arange(0, 300, 3)
+  ctx = strategies.QueryContext(config, ds, np.arange(1, 300, 3), candidates, state, baseline,
+                                scorer, np.random.default_rng(0))
+  scores = scorer.cod(state.variables, state.ema_variables, ds.train_images, candidates)
+  expected = candidates[np.argsort(-scores, kind='stable')[:10]]
+  np.testing.assert_array_equal(strategies.get_strategy('emaod')(ctx, 10), expected)
+
+
+def test_bald_is_zero_for_a_deterministic_model(real_setup):
+  ds, _, state, _, _, _ = real_setup
+  deterministic = models.create_model('small_cnn', 10, dropout_rate=0.0)
+  scorer = scoring.Scorer(deterministic, ds.mean, ds.std, 'softmax', chunk_size=64)
+  probs = scorer.mc_probabilities(state.variables, jax.random.PRNGKey(0), 5, ds.train_images,
+                                  np.arange(50))
+  assert probs.shape == (50, 5, 10)
+  np.testing.assert_allclose(uncertainty.bald(probs), 0.0, atol=1e-6)
+  # With dropout the passes differ and BALD is positive.
+  _, _, _, _, dropout_scorer, _ = real_setup
+  probs = dropout_scorer.mc_probabilities(state.variables, jax.random.PRNGKey(0), 5,
+                                          ds.train_images, np.arange(50))
+  assert float(np.min(uncertainty.bald(probs))) > 0.0
+
+
+@pytest.mark.parametrize('name', sorted(strategies.STRATEGIES))
+def test_no_strategy_returns_a_labeled_index_or_a_duplicate(real_setup, name):
+  ds, _, state, baseline, scorer, config = real_setup
+  rng = np.random.default_rng(1)
+  pool = rng.permutation(300)
+  labeled, candidates = np.sort(pool[:100]), np.sort(pool[100:220])  # 80 neither.
+  ctx = strategies.QueryContext(config, ds, labeled, candidates, state, baseline, scorer, rng)
+  picked = np.asarray(strategies.get_strategy(name)(ctx, 40))
+  assert picked.shape == (40,) and len(np.unique(picked)) == 40
+  assert np.isin(picked, candidates).all() and not np.isin(picked, labeled).any()
+
+
+def test_mc_strategies_refuse_a_config_without_dropout(tiny_config):
+  tiny_config.strategy = 'bald'
+  with pytest.raises(ValueError, match='dropout_rate'):
+    strategies.check_config(tiny_config)
+  tiny_config.dropout_rate = 0.3
+  strategies.check_config(tiny_config)

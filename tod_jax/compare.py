@@ -1,0 +1,159 @@
+"""Side-by-side comparison: every strategy x seed, then a table and learning curves.
+
+  python -m tod_jax.compare --config=configs/digits.py \
+      --strategies=random,entropy,coreset,ll4al,cod --seeds=0,1,2 --workdir=DIR
+
+Each run lives in DIR/<name>_seed<k> and is resumed or skipped when finished
+(tod_jax.driver.run). Writes DIR/results.csv, DIR/summary.md (mean ± std per
+strategy and cycle, best mean per cycle in bold) and DIR/learning_curves.png.
+`--ablation` runs Table I's variants instead of --strategies.
+"""
+
+import csv
+import os
+from typing import Sequence
+
+import ml_collections
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from tod_jax import cli_logging, driver
+
+# Table I: (row name, strategy, semi).
+ABLATION = (('Base', 'random', False), ('Base+Semi', 'random', True),
+            ('Base+Active', 'cod', False), ('Base+Semi+Active', 'cod', True))
+FIELDS = ('strategy', 'seed', 'cycle', 'num_labeled', 'labeled_fraction', 'test_accuracy')
+
+
+def plan_runs(config: ml_collections.ConfigDict, names: Sequence[str], seeds: Sequence[int],
+              ablation: bool = False) -> list[tuple[str, int, ml_collections.ConfigDict]]:
+  """(row name, seed, run config) for every variant and seed."""
+  variants = (ABLATION if ablation else [(n, n, config.semi) for n in names])
+  runs = []
+  for name, strategy, semi in variants:
+    for seed in seeds:
+      run_config = ml_collections.ConfigDict(config.to_dict())
+      run_config.strategy, run_config.semi, run_config.seed = strategy, semi, int(seed)
+      runs.append((name, int(seed), run_config))
+  return runs
+
+
+def run_dir(workdir: str, name: str, seed: int) -> str:
+  return os.path.join(workdir, f"{name.lower().replace('+', '_')}_seed{seed}")
+
+
+def run_all(config: ml_collections.ConfigDict, names: Sequence[str], seeds: Sequence[int],
+            workdir: str, ablation: bool = False) -> list[dict]:
+  """Runs (or resumes) every planned run; returns one row per (run, cycle)."""
+  rows = []
+  for name, seed, run_config in plan_runs(config, names, seeds, ablation):
+    path = run_dir(workdir, name, seed)
+    logging.info('Run %s, seed %d -> %s', name, seed, path)
+    for record in driver.run(run_config, path):
+      rows.append({'strategy': name, 'seed': seed, 'cycle': record['cycle'],
+                   'num_labeled': record['num_labeled'],
+                   'labeled_fraction': record['labeled_fraction'],
+                   'test_accuracy': record['test_accuracy']})
+  return rows
+
+
+def write_csv(rows: Sequence[dict], path: str) -> None:
+  with open(path, 'w', newline='') as f:
+    writer = csv.DictWriter(f, FIELDS)
+    writer.writeheader()
+    writer.writerows({k: r[k] for k in FIELDS} for r in rows)
+
+
+def aggregate(rows: Sequence[dict]) -> dict:
+  """{name: {cycle: (labeled %, mean accuracy %, sample std %, #seeds)}}, names in row order."""
+  grouped: dict = {}
+  for r in rows:
+    grouped.setdefault(r['strategy'], {}).setdefault(r['cycle'], []).append(r)
+  out = {}
+  for name, cycles in grouped.items():
+    out[name] = {}
+    for cycle, group in sorted(cycles.items()):
+      acc = 100.0 * np.array([r['test_accuracy'] for r in group])
+      std = float(np.std(acc, ddof=1)) if len(acc) > 1 else 0.0
+      frac = 100.0 * float(np.mean([r['labeled_fraction'] for r in group]))
+      out[name][cycle] = (frac, float(np.mean(acc)), std, len(acc))
+  return out
+
+
+def summary_markdown(rows: Sequence[dict]) -> str:
+  """Markdown table: one row per strategy, one column per cycle, best mean in bold."""
+  stats = aggregate(rows)
+  cycles = sorted({c for per in stats.values() for c in per})
+  labeled = {c: next(per[c][0] for per in stats.values() if c in per) for c in cycles}
+  best = {c: max(per[c][1] for per in stats.values() if c in per) for c in cycles}
+  seeds = sorted({r['seed'] for r in rows})
+  lines = [f'Test accuracy (%), mean ± sample std over seeds {seeds}; best mean per cycle '
+           'in bold.', '',
+           '| strategy | ' + ' | '.join(f'{labeled[c]:.0f}% labeled' for c in cycles) + ' |',
+           '|---|' + '---|' * len(cycles)]
+  for name, per in stats.items():
+    cells = []
+    for c in cycles:
+      if c not in per:
+        cells.append('—')
+        continue
+      cell = f'{per[c][1]:.1f} ± {per[c][2]:.1f}'
+      cells.append(f'**{cell}**' if np.isclose(per[c][1], best[c]) else cell)
+    lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+def plot_learning_curves(rows: Sequence[dict], path: str, title: str = '') -> None:
+  """Accuracy vs. % labeled: mean line and ±std band per strategy."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  fig, ax = plt.subplots(figsize=(6.4, 4.4))
+  for name, per in aggregate(rows).items():
+    frac, mean, std, _ = (np.array(v) for v in zip(*per.values()))
+    ax.plot(frac, mean, marker='o', markersize=3, label=name)
+    ax.fill_between(frac, mean - std, mean + std, alpha=0.2)
+  ax.set_xlabel('labeled (% of pool)')
+  ax.set_ylabel('test accuracy (%)')
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def compare(config: ml_collections.ConfigDict, names: Sequence[str], seeds: Sequence[int],
+            workdir: str, ablation: bool = False) -> list[dict]:
+  """Runs everything, then writes results.csv, summary.md and learning_curves.png."""
+  os.makedirs(workdir, exist_ok=True)
+  rows = run_all(config, names, seeds, workdir, ablation)
+  write_csv(rows, os.path.join(workdir, 'results.csv'))
+  with open(os.path.join(workdir, 'summary.md'), 'w') as f:
+    f.write(summary_markdown(rows))
+  plot_learning_curves(rows, os.path.join(workdir, 'learning_curves.png'),
+                       f'{config.dataset}: ' + ('ablation' if ablation else 'query strategies'))
+  return rows
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'Directory for all runs and the comparison outputs.')
+flags.DEFINE_list('strategies', ['random', 'cod'], 'Strategy names to compare.')
+flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds, one run per strategy and seed.')
+flags.DEFINE_bool('ablation', False, 'Table I rows (Base, +Semi, +Active, +Semi+Active) '
+                  'instead of --strategies.')
+config_flags.DEFINE_config_file('config', None, 'A configs/*.py file.', lock_config=True)
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  cli_logging.setup_logging()
+  compare(FLAGS.config, FLAGS.strategies, [int(s) for s in FLAGS.seeds], FLAGS.workdir,
+          FLAGS.ablation)
+
+
+if __name__ == '__main__':
+  app.run(main)

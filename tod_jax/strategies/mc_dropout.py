@@ -1,0 +1,39 @@
+"""`mc_dropout` and `bald`: T dropout passes of w_c (Gal et al. 2017).
+
+`mc_dropout` queries the largest entropy of the mean prediction, `bald` the
+largest mutual information between prediction and weights.
+"""
+
+import functools
+from typing import Callable
+
+import jax
+import ml_collections
+import numpy as np
+
+from tod_jax import selection, strategies, uncertainty
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+  if config.dropout_rate <= 0 or config.mc_samples < 2:
+    raise ValueError(f'Strategy {config.strategy!r} needs dropout and several passes; got '
+                     f'dropout_rate={config.dropout_rate}, mc_samples={config.mc_samples}; set '
+                     '--config.dropout_rate (e.g. 0.3) and --config.mc_samples >= 2.')
+
+
+def query(measure: Callable, ctx: 'strategies.QueryContext', budget: int) -> np.ndarray:
+  """Top-b candidates by `measure`([n, T, K] MC probabilities)."""
+  rng = jax.random.PRNGKey(int(ctx.rng.integers(2**31)))
+  probs = ctx.scorer.mc_probabilities(ctx.state.variables, rng, ctx.config.mc_samples,
+                                      ctx.dataset.train_images, ctx.candidates)
+  scores = np.asarray(measure(probs))
+  return selection.top_b(scores, ctx.candidates, budget)
+
+
+def mean_entropy(mc_probs):
+  """Entropy of the mean of T passes. [n, T, K] -> [n]."""
+  return uncertainty.entropy(mc_probs.mean(axis=-2))
+
+
+strategies.register('mc_dropout', check=check)(functools.partial(query, mean_entropy))
+strategies.register('bald', check=check)(functools.partial(query, uncertainty.bald))

@@ -1,0 +1,43 @@
+"""Uncertainty measures of predicted class probabilities; larger = more uncertain.
+
+All functions are pure: probabilities `[..., classes]` (rows sum to 1) in,
+one score per sample `[...]` out.
+"""
+
+import chex
+import jax.numpy as jnp
+
+
+def entropy(probs: chex.Array) -> chex.Array:
+  """Shannon entropy -sum_k p_k log p_k (nats); 0 log 0 = 0. [..., K] -> [...]."""
+  probs = jnp.asarray(probs, jnp.float32)
+  return -jnp.sum(jnp.where(probs > 0, probs * jnp.log(jnp.where(probs > 0, probs, 1.0)), 0.0),
+                  axis=-1)
+
+
+def margin(probs: chex.Array) -> chex.Array:
+  """Negative top-1 minus top-2 probability gap, -(p_(1) - p_(2)). [..., K] -> [...].
+
+  Negated so that the smallest gap scores highest, like the other measures.
+  """
+  top2 = jnp.sort(jnp.asarray(probs, jnp.float32), axis=-1)[..., -2:]
+  return top2[..., 0] - top2[..., 1]
+
+
+def least_confidence(probs: chex.Array) -> chex.Array:
+  """1 - max_k p_k. [..., K] -> [...]."""
+  return 1.0 - jnp.max(jnp.asarray(probs, jnp.float32), axis=-1)
+
+
+def bald(mc_probs: chex.Array) -> chex.Array:
+  """BALD mutual information H[mean_t p_t] - mean_t H[p_t] (Houlsby et al. 2011).
+
+  Args:
+    mc_probs: [..., T, K] probabilities of T stochastic forward passes.
+  Returns:
+    [...] nonnegative scores; 0 when all T passes agree (a deterministic model).
+  """
+  chex.assert_rank(mc_probs, {2, 3})
+  mc_probs = jnp.asarray(mc_probs, jnp.float32)
+  mi = entropy(jnp.mean(mc_probs, axis=-2)) - jnp.mean(entropy(mc_probs), axis=-1)
+  return jnp.maximum(mi, 0.0)  # Rounding can make an exact 0 slightly negative.
