@@ -48,6 +48,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.ema_warmup = True  # decay = min(1 - 1/(step+1), alpha), as in the authors' code.
   config.loss_output = 'logits'  # Output compared in Eq. 7: 'logits' (authors' code) or 'softmax'.
   config.score_output = 'softmax'  # Output compared by COD, Eq. 5: 'softmax' (authors' code) or 'logits'.
+  config.cod_first_cycle = 'highest'  # Cycle 1 COD vs initial weights: 'highest' (paper) or 'lowest' (code).
   config.keep_outputs = True  # COD keeps w_c's pool outputs for cycle c+1: one pass per image.
   config.kept_outputs_dtype = 'float32'  # 'float32' or 'bfloat16' storage of kept outputs.
   config.kept_outputs_max_bytes = 2**30  # Above this COD runs both models instead (logged once).

@@ -156,3 +156,24 @@ def test_mc_strategies_refuse_a_config_without_dropout(tiny_config):
     strategies.check_config(tiny_config)
   tiny_config.dropout_rate = 0.3
   strategies.check_config(tiny_config)
+
+
+@pytest.mark.parametrize('first_cycle', ['highest', 'lowest'])
+def test_cod_queries_the_largest_cod_and_optionally_the_lowest_in_cycle_1(real_setup,
+                                                                          first_cycle):
+  ds, _, state, baseline, scorer, config = real_setup
+  config.cod_first_cycle = first_cycle
+  candidates = np.arange(0, 300, 2)
+  scores = scorer.cod(state.variables, baseline, ds.train_images, candidates)
+  largest = candidates[np.argsort(-scores, kind='stable')[:10]]
+  smallest = candidates[np.argsort(scores, kind='stable')[:10]]
+  for cycle in (1, 2):
+    config.keep_outputs = cycle == 1  # Both scoring paths.
+    ctx = strategies.QueryContext(config, ds, np.arange(1, 300, 2), candidates, state, baseline,
+                                  scorer, np.random.default_rng(0), cycle)
+    picked = strategies.get_strategy('cod')(ctx, 10)
+    lowest = cycle == 1 and first_cycle == 'lowest'
+    np.testing.assert_array_equal(np.sort(picked), np.sort(smallest if lowest else largest))
+  config.cod_first_cycle = 'middle'
+  with pytest.raises(ValueError, match='cod_first_cycle'):
+    strategies.check_config(config)

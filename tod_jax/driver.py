@@ -222,7 +222,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
         raise ValueError(f'Budget {budget} exceeds the {len(candidates)} candidates; raise '
                          '--config.pool_subset or lower --config.budget_fraction.')
       ctx = strategies.QueryContext(config, dataset, labeled, candidates, state, baseline,
-                                    scorer, np_rng, strategy_state)
+                                    scorer, np_rng, cycle, strategy_state)
       start = time.perf_counter()
       queried = np.asarray(strategy(ctx, budget))
       score_seconds = time.perf_counter() - start

@@ -21,6 +21,18 @@ class NonFiniteLossError(FloatingPointError):
   """Training produced a NaN or infinite loss."""
 
 
+def _prepare(key: chex.PRNGKey, images: chex.Array, masks: Optional[chex.Array],
+             config: ml_collections.ConfigDict, mean: tuple, std: tuple, segmentation: bool
+             ) -> tuple[chex.Array, Optional[chex.Array]]:
+  """Augmented, normalised images; segmentation masks get the same crop and flip."""
+  if segmentation:
+    images, masks = input_pipeline.augment_segmentation(key, images, masks, config.crop_size,
+                                                        config.flip)
+  else:
+    images = input_pipeline.augment(key, images, config.crop_padding, config.flip)
+  return input_pipeline.normalize(images, mean, std), masks
+
+
 def train_step(state: TrainState, labeled: dict, unlabeled: dict, rng: chex.PRNGKey,
                detach_loss_head: bool = False, *, config: ml_collections.ConfigDict,
                mean: tuple, std: tuple, ignore_label: Optional[int] = None

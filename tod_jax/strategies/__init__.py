@@ -29,6 +29,7 @@ class QueryContext:
   baseline_variables: Any  # {'params', 'batch_stats'} of w_{c-1} (cycle 1: initial weights).
   scorer: Scorer
   rng: np.random.Generator
+  cycle: int = 1  # The cycle that trained `state` (1-based).
   # A strategy's own arrays carried across cycles and checkpointed with the run (e.g. the
   # kept COD outputs); strategies read and replace entries in place.
   strategy_state: dict = dataclasses.field(default_factory=dict)
