@@ -29,6 +29,9 @@ class CountingScorer:
   def output_shape(self, variables, images):
     return self.scorer.output_shape(variables, images)
 
+  def discrepancy(self, outputs, baseline_outputs):
+    return self.scorer.discrepancy(outputs, baseline_outputs)
+
   def outputs(self, variables, images, indices):
     self.passes += len(indices)
     return self.scorer.outputs(variables, images, indices)

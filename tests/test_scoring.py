@@ -166,3 +166,11 @@ def test_pool_mapper_over_a_pytree_of_arrays():
   out = mapper(np.float32(1.0), (images, labels), np.array([9, 0, 4, 5, 6]))
   np.testing.assert_allclose(out, [84 + 900, 3, 39 + 400, 48 + 500, 57 + 600])
   chex.assert_shape(mapper(np.float32(1.0), (images, labels), np.array([], np.int64)), (0,))
+
+
+def test_discrepancy_between_output_stacks(two_models):
+  ds, model, _, _ = two_models
+  scorer = scoring.Scorer(model, ds.mean, ds.std, 'softmax', chunk_size=2)
+  a = np.array([[3.0, 0.0], [1.0, 1.0], [0.0, 0.0]], np.float32)
+  b = np.array([[0.0, 4.0], [1.0, 1.0], [1.0, 0.0]], np.float32)  # 3 rows: one padded chunk.
+  np.testing.assert_allclose(scorer.discrepancy(a, b), [5.0, 0.0, 1.0])

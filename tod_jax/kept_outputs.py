@@ -17,7 +17,6 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from tod_jax import tod
 from tod_jax.scoring import Scorer
 
 KEPT = 'kept_outputs'  # Key in the run's strategy state.
@@ -67,7 +66,7 @@ def cod_scores(scorer: Scorer, variables: chex.ArrayTree, baseline_variables: ch
     baseline[have] = np.asarray(kept['outputs'])[candidates[have]].astype(np.float32)
   if not have.all():
     baseline[~have] = scorer.outputs(baseline_variables, images, candidates[~have])
-  scores = np.asarray(tod.output_discrepancy(jnp.asarray(current), jnp.asarray(baseline)))
+  scores = scorer.discrepancy(current, baseline)
 
   outputs = (np.asarray(kept['outputs']) if kept is not None
              and kept['outputs'].dtype == jnp.dtype(dtype)

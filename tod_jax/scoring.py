@@ -83,6 +83,9 @@ class Scorer:
     self._features = mapper(_features)
     self._predicted_loss = mapper(_predicted_loss)
     self._mc = functools.lru_cache(maxsize=None)(functools.partial(mapper, _mc_probabilities))
+    self._discrepancy = PoolMapper(lambda _, pair: tod.output_discrepancy(*pair), chunk_size,
+                                   self.mesh)
+    self._output_shapes = {}
     self._apply, self._mean, self._std = model.apply, mean, std
     self._chunk_size, self._confusion = chunk_size, {}
 
@@ -97,8 +100,16 @@ class Scorer:
     return self._outputs(variables, images, indices)
 
   def output_shape(self, variables: chex.ArrayTree, images: np.ndarray) -> tuple[int, ...]:
-    """Per-sample shape of `outputs`, without running the model."""
-    return tuple(self._outputs.output_struct(variables, images).shape[1:])
+    """Per-sample shape of `outputs`, without running the model (traced once per shape)."""
+    key = (images.shape[1:], images.dtype.str)
+    if key not in self._output_shapes:
+      self._output_shapes[key] = tuple(
+          self._outputs.output_struct(variables, images).shape[1:])
+    return self._output_shapes[key]
+
+  def discrepancy(self, outputs: np.ndarray, baseline_outputs: np.ndarray) -> np.ndarray:
+    """Eq. 5 between two stacks of outputs `[n, ...]` (e.g. kept ones): [n] float32."""
+    return self._discrepancy(None, (outputs, baseline_outputs))
 
   def cod(self, variables: chex.ArrayTree, baseline_variables: chex.ArrayTree,
           images: np.ndarray, indices: Optional[np.ndarray] = None) -> np.ndarray:
