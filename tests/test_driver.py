@@ -56,8 +56,7 @@ def test_run_writes_metrics_and_checkpoints(uninterrupted):
 def test_queries_are_new_unlabeled_indices(uninterrupted):
   _, workdir, _ = uninterrupted
   ckpt = checkpointing.Checkpointer(workdir)
-  metas = [ckpt._manager.restore(c, args=checkpointing.ocp.args.Composite(
-      meta=checkpointing.ocp.args.JsonRestore()))['meta'] for c in (1, 2)]
+  metas = [ckpt.restore_meta(c) for c in (1, 2)]
   ckpt.close()
   before, after = set(metas[0]['labeled']), set(metas[1]['labeled'])
   queried = set(metas[1]['queried'])

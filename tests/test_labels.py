@@ -161,8 +161,7 @@ def test_partial_labels_then_next_cycle_trains_on_them(queried_once, tmp_path):
   assert len(second) == 3 and not set(second) & set(query_ids[:2])
   assert labels.read_ledger(workdir)['queries']['2'] == second
   ckpt = checkpointing.Checkpointer(workdir)
-  meta = ckpt._manager.restore(2, args=checkpointing.ocp.args.Composite(
-      meta=checkpointing.ocp.args.JsonRestore()))['meta']
+  meta = ckpt.restore_meta(2)
   ckpt.close()
   assert [ids[i] for i in meta['queried']] == second and len(meta['query_scores']) == 3
 

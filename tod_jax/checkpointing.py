@@ -63,6 +63,11 @@ class Checkpointer:
                       if 'strategy_state' in items else {})
     return restored['model'], restored['meta'], strategy_state
 
+  def restore_meta(self, cycle: int) -> dict:
+    """The JSON metadata of cycle `cycle` alone (labeled set, queries, records)."""
+    return self._manager.restore(cycle, args=ocp.args.Composite(
+        meta=ocp.args.JsonRestore()))['meta']
+
   def close(self) -> None:
     self._manager.close()
 

@@ -291,8 +291,6 @@ def final_labeled(workdir: str) -> Optional[np.ndarray]:
     last = checkpointer.latest_cycle()
     if last is None:
       return None
-    meta = checkpointer._manager.restore(last, args=checkpointing.ocp.args.Composite(
-        meta=checkpointing.ocp.args.JsonRestore()))['meta']
-    return np.asarray(meta['labeled'], np.int64)
+    return np.asarray(checkpointer.restore_meta(last)['labeled'], np.int64)
   finally:
     checkpointer.close()
