@@ -15,7 +15,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from tod_jax import input_pipeline, loss_prediction, metrics, tod
-from tod_jax.sharded_map import PoolMapper
+from tod_jax.sharded_map import PoolMapper, make_mesh
 
 
 def _logits(apply_fn, mean, std, variables, images):
@@ -73,21 +73,20 @@ class Scorer:
                output: str, chunk_size: int, mesh: Optional[Mesh] = None):
     tod.model_output(jnp.zeros((1, 2)), output)  # Fail fast on an unknown output kind.
     mean, std = tuple(mean), tuple(std)
-    self._logits = PoolMapper(functools.partial(_logits, model.apply, mean, std),
-                              chunk_size, mesh)
-    self.mesh = self._logits.mesh
+    self.mesh = mesh if mesh is not None else make_mesh()
     mapper = lambda fn, *args: PoolMapper(functools.partial(fn, model.apply, mean, std, *args),
                                           chunk_size, self.mesh)
+    self._logits = mapper(_logits)
     self._outputs = mapper(_outputs, output)
     self._cod = mapper(_cod, output)
     self._features = mapper(_features)
     self._predicted_loss = mapper(_predicted_loss)
+    # Built on first use, one per static argument.
     self._mc = functools.lru_cache(maxsize=None)(functools.partial(mapper, _mc_probabilities))
+    self._confusion = functools.lru_cache(maxsize=None)(functools.partial(mapper, _confusion))
     self._discrepancy = PoolMapper(lambda _, pair: tod.output_discrepancy(*pair), chunk_size,
                                    self.mesh)
     self._output_shapes = {}
-    self._apply, self._mean, self._std = model.apply, mean, std
-    self._chunk_size, self._confusion = chunk_size, {}
 
   def logits(self, variables: chex.ArrayTree, images: np.ndarray,
              indices: Optional[np.ndarray] = None) -> np.ndarray:
@@ -147,10 +146,5 @@ class Scorer:
     Labels are [N] or per-pixel [N, H, W]; each chunk is reduced on the device, so
     full-resolution logits never reach host memory.
     """
-    key = (num_classes, ignore_label)
-    if key not in self._confusion:
-      self._confusion[key] = PoolMapper(functools.partial(
-          _confusion, self._apply, self._mean, self._std, num_classes, ignore_label),
-          self._chunk_size, self.mesh)
-    per_sample = self._confusion[key](variables, (images, labels))
+    per_sample = self._confusion(num_classes, ignore_label)(variables, (images, labels))
     return per_sample.astype(np.int64).sum(0)
