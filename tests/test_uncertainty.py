@@ -24,6 +24,11 @@ def test_least_confidence():
   np.testing.assert_allclose(uncertainty.least_confidence(probs), [0.4, 0.3, 0.0], atol=1e-6)
 
 
+def test_ratio_confidence():
+  probs = np.array([[0.6, 0.3, 0.1], [0.35, 0.25, 0.4], [0.5, 0.5, 0.0]])
+  np.testing.assert_allclose(uncertainty.ratio_confidence(probs), [0.5, 0.875, 1.0], rtol=1e-6)
+
+
 def test_bald_is_mutual_information():
   disagree = [[1.0, 0.0], [0.0, 1.0]]  # H[mean] = ln 2, mean H = 0.
   agree = [[0.5, 0.5], [0.5, 0.5]]  # H[mean] = mean H = ln 2.

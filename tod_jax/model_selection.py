@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 
 from tod_jax import candidates as candidates_lib
-from tod_jax import models, tod
+from tod_jax import models, tod, uncertainty
 from tod_jax.candidates import Candidate
 from tod_jax.input_pipeline import Dataset
 from tod_jax.scoring import Scorer
@@ -48,34 +48,9 @@ def candidate_outputs(scorer: Scorer, candidate: Candidate, images: np.ndarray,
                           float(candidate.meta['train_loss']))
 
 
-# Uncertainty measures of softmax probabilities p [n, classes] -> [n], larger = less sure.
-# tod_jax/uncertainty.py (issue 3) may define the same measures: unify them when merging.
-def _top2(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  top = np.sort(probs, axis=-1)
-  return top[:, -1], top[:, -2]
-
-
-def _least_confidence(probs: np.ndarray) -> np.ndarray:
-  return 1.0 - probs.max(-1)
-
-
-def _margin_confidence(probs: np.ndarray) -> np.ndarray:
-  p1, p2 = _top2(probs)
-  return 1.0 - (p1 - p2)
-
-
-def _ratio_confidence(probs: np.ndarray) -> np.ndarray:
-  p1, p2 = _top2(probs)
-  return p2 / p1
-
-
-def _entropy(probs: np.ndarray) -> np.ndarray:
-  return -np.sum(probs * np.log(np.clip(probs, 1e-12, None)), axis=-1)
-
-
 def _uncertainty(measure: Callable) -> Callable:
-  return lambda c, output: measure(
-      np.asarray(tod.model_output(c.logits, 'softmax'), np.float64))
+  """A measure from tod_jax.uncertainty (larger = less sure) of the candidate's softmax."""
+  return lambda c, output: np.asarray(measure(tod.model_output(c.logits, 'softmax')))
 
 
 def _tod(c: CandidateOutputs, output: str) -> np.ndarray:
@@ -92,10 +67,10 @@ def _train_loss(c: CandidateOutputs, output: str) -> np.ndarray:
 METHODS: dict[str, Callable[[CandidateOutputs, str], np.ndarray]] = {
     'tod': _tod,
     'train_loss': _train_loss,
-    'least_confidence': _uncertainty(_least_confidence),
-    'margin_confidence': _uncertainty(_margin_confidence),
-    'ratio_confidence': _uncertainty(_ratio_confidence),
-    'entropy': _uncertainty(_entropy),
+    'least_confidence': _uncertainty(uncertainty.least_confidence),
+    'margin_confidence': _uncertainty(lambda p: 1.0 + uncertainty.margin(p)),  # 1 - (p1 - p2).
+    'ratio_confidence': _uncertainty(uncertainty.ratio_confidence),
+    'entropy': _uncertainty(uncertainty.entropy),
 }
 # Row names of the paper's tables.
 METHOD_NAMES = {'tod': 'TOD', 'train_loss': 'Train loss', 'least_confidence': 'Least-C',

@@ -29,6 +29,12 @@ def least_confidence(probs: chex.Array) -> chex.Array:
   return 1.0 - jnp.max(jnp.asarray(probs, jnp.float32), axis=-1)
 
 
+def ratio_confidence(probs: chex.Array) -> chex.Array:
+  """Ratio of the top-2 probabilities p_(2) / p_(1), in [0, 1]. [..., K] -> [...]."""
+  top2 = jnp.sort(jnp.asarray(probs, jnp.float32), axis=-1)[..., -2:]
+  return top2[..., 0] / top2[..., 1]
+
+
 def bald(mc_probs: chex.Array) -> chex.Array:
   """BALD mutual information H[mean_t p_t] - mean_t H[p_t] (Houlsby et al. 2011).
 
