@@ -72,5 +72,13 @@ class Checkpointer:
     self._manager.close()
 
 
+def write_atomic(path: str, text: str) -> None:
+  """Writes a temporary file beside `path`, then renames it: readers see old or new, whole."""
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w', newline='') as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
 def indices_to_json(indices: np.ndarray) -> list[int]:
   return [int(i) for i in np.asarray(indices)]

@@ -87,14 +87,7 @@ def check_workdir_config(workdir: str, config: ml_collections.ConfigDict) -> Non
       raise ConfigMismatchError(
           f'{workdir} holds a run with another config ({detail}); use a new --workdir, or '
           'the same config to resume it.')
-  _write_atomic(path, json.dumps(current, indent=2, sort_keys=True))
-
-
-def _write_atomic(path: str, text: str) -> None:
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
-    f.write(text)
-  os.replace(tmp, path)
+  checkpointing.write_atomic(path, json.dumps(current, indent=2, sort_keys=True))
 
 
 def _check_query(queried: np.ndarray, candidates: np.ndarray, budget: int, name: str) -> None:
@@ -280,7 +273,7 @@ def _accuracy_text(accuracy: Optional[float]) -> str:
 
 def _write_metrics(workdir: str, records: list[dict]) -> None:
   """metrics.jsonl, one line per completed cycle, rewritten from the checkpointed records."""
-  _write_atomic(os.path.join(workdir, 'metrics.jsonl'),
+  checkpointing.write_atomic(os.path.join(workdir, 'metrics.jsonl'),
                 ''.join(json.dumps(r) + '\n' for r in records))
 
 

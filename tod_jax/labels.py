@@ -22,6 +22,7 @@ from typing import Optional
 
 import numpy as np
 
+from tod_jax import checkpointing
 from tod_jax.input_pipeline import Dataset
 
 LEDGER = 'labels.json'
@@ -40,14 +41,6 @@ def check_mode(mode: str) -> None:
 
 def query_csv_path(workdir: str, cycle: int) -> str:
   return os.path.join(workdir, QUERIES, f'cycle_{cycle:03d}.csv')
-
-
-def _write_atomic(path: str, text: str) -> None:
-  """Writes a temporary file beside `path`, then renames it: readers see old or new, whole."""
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w', newline='') as f:
-    f.write(text)
-  os.replace(tmp, path)
 
 
 class Oracle:
@@ -100,7 +93,7 @@ class Ledger:
         raise ValueError(f'Every pool sample of {dataset.name!r} is labeled; a person has '
                          'nothing to label. Use --config.labels=oracle for a benchmark.')
       os.makedirs(workdir, exist_ok=True)
-      _write_atomic(self.path, json.dumps(data, indent=1))
+      checkpointing.write_atomic(self.path, json.dumps(data, indent=1))
     self.num_initial = sum(1 for e in data['labels'].values() if e['cycle'] == 0)
 
   def initial_labeled(self, size: int, seed: int) -> np.ndarray:
@@ -129,7 +122,7 @@ class Ledger:
     queried = [ids[i] for i in meta['queried']]
     if data['queries'].get(str(cycle)) != queried:
       data['queries'][str(cycle)] = queried
-      _write_atomic(self.path, json.dumps(data, indent=1))
+      checkpointing.write_atomic(self.path, json.dumps(data, indent=1))
     path = query_csv_path(self.workdir, cycle)
     if not os.path.exists(path):
       scores = meta.get('query_scores') or [None] * len(queried)
@@ -140,7 +133,7 @@ class Ledger:
         file_path = os.path.join(self._dataset.root, sample_id) if self._dataset.root else ''
         writer.writerow([rank, sample_id, file_path, '' if score is None else f'{score:.6g}'])
       os.makedirs(os.path.dirname(path), exist_ok=True)
-      _write_atomic(path, out.getvalue())
+      checkpointing.write_atomic(path, out.getvalue())
 
 
 def make_source(config, dataset: Dataset, workdir: str):
@@ -237,6 +230,6 @@ def import_labels(workdir: str, labels_csv: str) -> dict:
                              'was imported.')
   for sample_id, label in rows:
     data['labels'][sample_id] = {'label': label, 'cycle': cycle}
-  _write_atomic(os.path.join(workdir, LEDGER), json.dumps(data, indent=1))
+  checkpointing.write_atomic(os.path.join(workdir, LEDGER), json.dumps(data, indent=1))
   unlabeled = sum(1 for s in query if s not in data['labels'])
   return {'cycle': cycle, 'imported': len(rows), 'queried': len(query), 'unlabeled': unlabeled}
