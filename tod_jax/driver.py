@@ -58,9 +58,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                      f'{config.initial_fraction} and {config.budget_fraction}.')
   if config.num_cycles < 1 or config.num_epochs < 1 or config.batch_size < 1:
     raise ValueError('num_cycles, num_epochs and batch_size must be at least 1.')
-  if config.data_on_device not in input_pipeline.DATA_ON_DEVICE:
-    raise ValueError(f'data_on_device {config.data_on_device!r} is not one of '
-                     f'{input_pipeline.DATA_ON_DEVICE}; set --config.data_on_device to one.')
+  input_pipeline.check_data_on_device(config.data_on_device)
 
 
 def initialize_distributed(config: ml_collections.ConfigDict) -> None:

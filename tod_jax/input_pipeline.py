@@ -323,15 +323,19 @@ def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
 DATA_ON_DEVICE = ('auto', 'always', 'never')
 
 
+def check_data_on_device(value: str) -> None:
+  if value not in DATA_ON_DEVICE:
+    raise ValueError(f'data_on_device {value!r} is not one of {DATA_ON_DEVICE}; set '
+                     '--config.data_on_device to one of them.')
+
+
 def keeps_data_on_device(config: ml_collections.ConfigDict, dataset: Dataset) -> bool:
   """Whether training keeps the pool (uint8 images and labels) on every device.
 
   config.data_on_device: 'always', 'never', or 'auto' (when the pool's bytes are at
   most config.device_data_max_bytes; each device holds a whole copy).
   """
-  if config.data_on_device not in DATA_ON_DEVICE:
-    raise ValueError(f'data_on_device {config.data_on_device!r} is not one of '
-                     f'{DATA_ON_DEVICE}; set --config.data_on_device to one of them.')
+  check_data_on_device(config.data_on_device)
   if config.data_on_device == 'auto':
     size = dataset.train_images.nbytes + dataset.train_labels.nbytes
     return size <= config.device_data_max_bytes
