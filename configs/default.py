@@ -16,10 +16,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.crop_padding = 4  # Zero padding before the random crop back to full size; 0: no crop.
   config.flip = True  # Random horizontal flip of training images.
   config.crop_size = 0  # Segmentation: random crop_size x crop_size crop of image and mask; 0: none.
+  config.data_on_device = 'auto'  # Pool kept on every device, steps get indices: 'auto', 'always', 'never' (stream).
+  config.device_data_max_bytes = 2**30  # 'auto' keeps the pool on device up to this size (per device).
 
   # Model.
   config.model = 'resnet18'  # A name in tod_jax.models.MODELS.
   config.dropout_rate = 0.0  # Dropout before the classifier (MC-dropout needs > 0).
+  config.compute_dtype = 'float32'  # 'bfloat16': mixed precision (float32 params, BN statistics, loss).
 
   # Active learning protocol.
   config.initial_fraction = 0.10  # Start: 10% of the pool labeled at random.
@@ -62,6 +65,12 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Scoring and evaluation.
   config.score_chunk_size = 1024  # Pool samples per sharded scoring call (rounded up to #devices).
+
+  # Devices and hosts (each batch is split over all devices; batch sizes must divide evenly).
+  config.distributed = False  # Multi-host: jax.distributed.initialize() before anything else.
+  config.coordinator_address = ''  # 'host:port' of process 0; '' = from the environment (TPU, SLURM).
+  config.num_processes = 0  # Number of processes (hosts); 0 = from the environment.
+  config.process_id = -1  # This process's index; -1 = from the environment.
 
   # Run.
   config.seed = 0  # Initial labeled set, initialisation, batches, augmentation.

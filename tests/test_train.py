@@ -170,3 +170,64 @@ def test_cyclic_loss_baseline_without_a_baseline_fails_clearly(setup):
   with pytest.raises(ValueError, match='loss_baseline'):
     train.make_train_step(config, ds)(_state(config, model, variables), labeled, unlabeled,
                                       jax.random.PRNGKey(0))
+
+
+def test_data_parallel_training_on_8_devices_matches_one_device():
+  """Runs tests/multidevice_train_check.py in a fresh process with 8 fake CPU devices."""
+  import os, subprocess, sys  # pylint: disable=import-outside-toplevel,multiple-imports
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+             JAX_PLATFORMS='cpu')
+  result = subprocess.run([sys.executable, os.path.join(root, 'tests', 'multidevice_train_check.py')],
+                          env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stdout + result.stderr
+  assert 'devices=8' in result.stdout and 'data parallel == single device: OK' in result.stdout
+
+
+def test_pool_on_device_and_streamed_batches_train_identically(tiny_config):
+  ds = input_pipeline.load_digits()
+  model = models.create_model('small_cnn', 10)
+  variables = init_variables(model, jax.random.PRNGKey(0), ds.image_shape)
+  results = []
+  for where in ('always', 'never'):
+    tiny_config.data_on_device, tiny_config.num_epochs = where, 1
+    state = _state(tiny_config, model, variables)
+    state, metrics = train.train_cycle(state, ds, np.arange(64), np.arange(64, 300), tiny_config,
+                                       np.random.default_rng(0), jax.random.PRNGKey(0), cycle=1)
+    results.append(({'params': state.params, 'ema_params': state.ema_params,
+                     'batch_stats': state.batch_stats}, metrics))
+  assert int(state.step) == 2
+  chex.assert_trees_all_close(results[0], results[1])
+
+
+def test_keeps_data_on_device_by_size(tiny_config):
+  ds = input_pipeline.load_digits()
+  size = ds.train_images.nbytes + ds.train_labels.nbytes
+  tiny_config.device_data_max_bytes = size
+  assert input_pipeline.keeps_data_on_device(tiny_config, ds)
+  tiny_config.device_data_max_bytes = size - 1
+  assert not input_pipeline.keeps_data_on_device(tiny_config, ds)
+  tiny_config.data_on_device = 'always'
+  assert input_pipeline.keeps_data_on_device(tiny_config, ds)
+  tiny_config.data_on_device = 'yes'
+  with pytest.raises(ValueError, match="'auto', 'always', 'never'"):
+    input_pipeline.keeps_data_on_device(tiny_config, ds)
+
+
+def test_prefetch_to_device_reads_two_ahead_and_keeps_order():
+  from tod_jax import sharded_map  # pylint: disable=import-outside-toplevel
+  pulled = []
+
+  def batches():
+    for i in range(5):
+      pulled.append(i)
+      yield {'x': np.full((2, 3), i, np.int32)}
+
+  sharding = jax.sharding.NamedSharding(sharded_map.make_mesh(),
+                                        jax.sharding.PartitionSpec(sharded_map.DATA_AXIS))
+  stream = input_pipeline.prefetch_to_device(batches(), sharding)
+  first = next(stream)
+  assert pulled == [0, 1]  # The next batch is already on its way.
+  assert isinstance(first['x'], jax.Array) and first['x'].sharding == sharding
+  rest = list(stream)
+  assert [int(b['x'][0, 0]) for b in [first] + rest] == [0, 1, 2, 3, 4]

@@ -73,7 +73,8 @@ def train_candidate(config: ml_collections.ConfigDict, dataset: Dataset, labeled
     raise ValueError(f'Baseline intervals {too_long} (steps) exceed the {total} training steps; '
                      'shorten them or raise --config.num_epochs.')
 
-  model = models.create_model(config.model, dataset.num_classes, config.dropout_rate)
+  model = models.create_model(config.model, dataset.num_classes, config.dropout_rate,
+                              config.compute_dtype)
   key = jax.random.PRNGKey(config.seed)
   variables = init_variables(model, jax.random.fold_in(key, 0), dataset.image_shape)
   # An interval of the whole run makes the initial weights the baseline.

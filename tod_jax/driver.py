@@ -24,7 +24,10 @@ from tod_jax.train_state import create_optimizer, create_train_state, init_varia
 
 # Config fields that may change when a run is resumed.
 RESUMABLE_CHANGES = frozenset(
-    {'num_cycles', 'progress_bar', 'tensorboard', 'score_chunk_size', 'data_dir'})
+    {'num_cycles', 'progress_bar', 'tensorboard', 'score_chunk_size', 'data_dir',
+     'data_on_device', 'device_data_max_bytes', 'distributed', 'coordinator_address',
+     'num_processes', 'process_id'})
+COMPUTE_DTYPES = ('float32', 'bfloat16')
 
 
 class ConfigMismatchError(ValueError):
@@ -36,6 +39,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.dataset not in input_pipeline.DATASETS:
     raise ValueError(f'Unknown dataset {config.dataset!r}; set --config.dataset to one of '
                      f'{sorted(input_pipeline.DATASETS)}.')
+  if config.compute_dtype not in COMPUTE_DTYPES:
+    raise ValueError(f'compute_dtype {config.compute_dtype!r} is not supported; set '
+                     f"--config.compute_dtype to one of {COMPUTE_DTYPES}.")
   models.create_model(config.model, 2)
   strategies.check_config(config)
   labels.check_mode(config.labels)
@@ -52,6 +58,31 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                      f'{config.initial_fraction} and {config.budget_fraction}.')
   if config.num_cycles < 1 or config.num_epochs < 1 or config.batch_size < 1:
     raise ValueError('num_cycles, num_epochs and batch_size must be at least 1.')
+  input_pipeline.check_data_on_device(config.data_on_device)
+
+
+def initialize_distributed(config: ml_collections.ConfigDict) -> None:
+  """jax.distributed.initialize for a multi-host run (config.distributed).
+
+  Empty / negative fields are left to JAX, which reads them from the environment
+  on TPU pod slices, SLURM and Open MPI; on other GPU hosts set all three.
+  Must run before any other JAX call.
+  """
+  kwargs = {}
+  if config.coordinator_address:
+    kwargs['coordinator_address'] = config.coordinator_address
+  if config.num_processes > 0:
+    kwargs['num_processes'] = config.num_processes
+  if config.process_id >= 0:
+    kwargs['process_id'] = config.process_id
+  jax.distributed.initialize(**kwargs)
+  logging.info('Process %d of %d; %d local and %d global devices.', jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def is_writer() -> bool:
+  """Only process 0 writes config.json, metrics.jsonl, TensorBoard and label files."""
+  return jax.process_index() == 0
 
 
 def plan_sizes(config: ml_collections.ConfigDict, pool_size: int,
@@ -87,7 +118,8 @@ def check_workdir_config(workdir: str, config: ml_collections.ConfigDict) -> Non
       raise ConfigMismatchError(
           f'{workdir} holds a run with another config ({detail}); use a new --workdir, or '
           'the same config to resume it.')
-  checkpointing.write_atomic(path, json.dumps(current, indent=2, sort_keys=True))
+  if is_writer():
+    checkpointing.write_atomic(path, json.dumps(current, indent=2, sort_keys=True))
 
 
 def _check_query(queried: np.ndarray, candidates: np.ndarray, budget: int, name: str) -> None:
@@ -140,10 +172,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   label_source = labels.make_source(config, dataset, workdir)
   initial_size, budget = plan_sizes(config, dataset.pool_size, label_source.num_initial)
   _check_crop(config, dataset)
+  mesh = make_mesh()  # Every device of every process: data parallel.
+  train.check_batch_sizes(config, mesh)
 
-  model = models.create_model(config.model, dataset.num_classes, config.dropout_rate)
+  model = models.create_model(config.model, dataset.num_classes, config.dropout_rate,
+                              config.compute_dtype)
   scorer = Scorer(model, dataset.mean, dataset.std, config.score_output,
-                  config.score_chunk_size, make_mesh())
+                  config.score_chunk_size, mesh)
   strategy = strategies.get_strategy(config.strategy)
   base_key = jax.random.PRNGKey(config.seed)
   input_shape = dataset.image_shape
@@ -175,12 +210,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     head_params = tree.get('loss_head_params')
     baseline = jax.tree.map(jnp.copy, variables)
     first_cycle = last + 1
-    label_source.record_query(last, meta)  # Completes a write that a crash cut short.
+    if is_writer():
+      label_source.record_query(last, meta)  # Completes a write that a crash cut short.
     logging.info('Resuming %s after cycle %d (%d labeled).', workdir, last, len(labeled))
   _write_metrics(workdir, records)
 
   writer = None
-  if config.tensorboard:
+  if config.tensorboard and is_writer():
     import tensorboardX  # Optional at import time; listed in install_requires.
     writer = tensorboardX.SummaryWriter(os.path.join(workdir, 'tensorboard'))
   try:
@@ -200,7 +236,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
 
       start = time.perf_counter()
       state, train_metrics = train.train_cycle(
-          state, dataset, labeled, unlabeled, config, np_rng, key, cycle=cycle, writer=writer)
+          state, dataset, labeled, unlabeled, config, np_rng, key, cycle=cycle, mesh=mesh,
+          writer=writer)
       jax.block_until_ready(state)
       train_seconds = time.perf_counter() - start
       test = evaluate(scorer, state.variables, dataset)
@@ -241,8 +278,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
       meta = {'cycle': cycle, 'labeled': checkpointing.indices_to_json(next_labeled),
               'queried': checkpointing.indices_to_json(queried), 'query_scores': query_scores,
               'records': records}
-      checkpointer.save(cycle, _model_tree(state, key), meta, strategy_state)
-      label_source.record_query(cycle, meta)
+      checkpointer.save(cycle, _model_tree(state, key), meta, strategy_state)  # Every process.
+      if is_writer():
+        label_source.record_query(cycle, meta)
       _write_metrics(workdir, records)
       if writer is not None:
         if test_accuracy is not None:
@@ -273,6 +311,8 @@ def _accuracy_text(accuracy: Optional[float]) -> str:
 
 def _write_metrics(workdir: str, records: list[dict]) -> None:
   """metrics.jsonl, one line per completed cycle, rewritten from the checkpointed records."""
+  if not is_writer():
+    return
   checkpointing.write_atomic(os.path.join(workdir, 'metrics.jsonl'),
                 ''.join(json.dumps(r) + '\n' for r in records))
 

@@ -7,15 +7,19 @@ deterministic resizing, so a pool that fits in host memory is gathered by index
 and normalised / augmented on the accelerator.
 """
 
+import collections
 import dataclasses
+import itertools
 import os
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+
+from tod_jax import sharded_map
 
 
 @dataclasses.dataclass(frozen=True)
@@ -314,6 +318,44 @@ def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
     raise ValueError(f'Unknown dataset {config.dataset!r}; set --config.dataset to one of '
                      f'{sorted(DATASETS)}.')
   return DATASETS[config.dataset](config)
+
+
+DATA_ON_DEVICE = ('auto', 'always', 'never')
+
+
+def check_data_on_device(value: str) -> None:
+  if value not in DATA_ON_DEVICE:
+    raise ValueError(f'data_on_device {value!r} is not one of {DATA_ON_DEVICE}; set '
+                     '--config.data_on_device to one of them.')
+
+
+def keeps_data_on_device(config: ml_collections.ConfigDict, dataset: Dataset) -> bool:
+  """Whether training keeps the pool (uint8 images and labels) on every device.
+
+  config.data_on_device: 'always', 'never', or 'auto' (when the pool's bytes are at
+  most config.device_data_max_bytes; each device holds a whole copy).
+  """
+  check_data_on_device(config.data_on_device)
+  if config.data_on_device == 'auto':
+    size = dataset.train_images.nbytes + dataset.train_labels.nbytes
+    return size <= config.device_data_max_bytes
+  return config.data_on_device == 'always'
+
+
+def prefetch_to_device(batches: Iterable[Any], sharding: jax.sharding.Sharding,
+                       size: int = 2) -> Iterator[Any]:
+  """Yields each host batch (a pytree) as device arrays laid out by `sharding`,
+  transferring `size` batches ahead, so the copy overlaps the running step."""
+  queue, batches = collections.deque(), iter(batches)
+
+  def enqueue(n):
+    for batch in itertools.islice(batches, n):
+      queue.append(sharded_map.put(batch, sharding))  # Asynchronous transfer.
+
+  enqueue(size)
+  while queue:
+    yield queue.popleft()
+    enqueue(1)
 
 
 def normalize(images: chex.Array, mean: Sequence[float], std: Sequence[float]) -> chex.Array:

@@ -1,6 +1,7 @@
 """Command line: `python -m tod_jax.main --config=configs/digits.py --workdir=DIR`.
 
-Config fields are overridden with `--config.key=value`.
+Config fields are overridden with `--config.key=value`. For several hosts, run the
+same command on every host with `--config.distributed=True` (README, "Scale").
 """
 
 import sys
@@ -20,6 +21,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   cli_logging.setup_logging()
+  if FLAGS.config.distributed:
+    driver.initialize_distributed(FLAGS.config)  # Before any other JAX call.
   try:
     driver.run(FLAGS.config, FLAGS.workdir)
   except input_pipeline.DatasetNotPreparedError as e:

@@ -173,7 +173,8 @@ def load_outputs(directories: Sequence[str], config: ml_collections.ConfigDict, 
   `config` gives the model (it must be the candidates'), f of Eq. 10 (score_output)
   and the chunk size.
   """
-  model = models.create_model(config.model, dataset.num_classes, config.dropout_rate)
+  model = models.create_model(config.model, dataset.num_classes, config.dropout_rate,
+                              config.compute_dtype)
   scorer = Scorer(model, dataset.mean, dataset.std, config.score_output,
                   config.score_chunk_size, make_mesh())
   outputs = []

@@ -107,8 +107,16 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def create_model(name: str, num_classes: int, dropout_rate: float = 0.0) -> nn.Module:
-  """Builds the model registered as `name`."""
+def create_model(name: str, num_classes: int, dropout_rate: float = 0.0,
+                 dtype: Any = 'float32') -> nn.Module:
+  """Builds the model registered as `name`, computing in `dtype`.
+
+  dtype 'bfloat16' is mixed precision: parameters and BatchNorm statistics stay
+  float32 (flax's param_dtype; BatchNorm reduces in float32), convolutions and
+  activations run in bfloat16, and the logits are cast back to float32 for the
+  losses and softmax.
+  """
   if name not in MODELS:
     raise ValueError(f'Unknown model {name!r}; set --config.model to one of {sorted(MODELS)}.')
-  return MODELS[name](num_classes=num_classes, dropout_rate=dropout_rate)
+  return MODELS[name](num_classes=num_classes, dropout_rate=dropout_rate,
+                      dtype=jnp.dtype(dtype))

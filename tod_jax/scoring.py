@@ -27,7 +27,8 @@ def _outputs(apply_fn, mean, std, output, variables, images):
 def _intermediates(apply_fn, mean, std, variables, images):
   _, state = apply_fn(variables, input_pipeline.normalize(images, mean, std), train=False,
                       mutable=['intermediates'])
-  return state['intermediates']
+  # float32 even under bfloat16 compute: distances (core-set) need the precision.
+  return jax.tree.map(lambda a: a.astype(jnp.float32), state['intermediates'])
 
 
 def _features(apply_fn, mean, std, variables, images):

@@ -5,6 +5,11 @@ dropped from the result), so the function compiles once; each chunk's batch
 axis is split over the mesh's 'data' axis and the function's other arguments
 (model variables) are replicated. The same code runs on one CPU, on fake CPU
 devices (`XLA_FLAGS=--xla_force_host_platform_device_count=8`) and on GPU/TPU.
+
+Multi-host (`jax.distributed.initialize`): the mesh spans every process's devices;
+every process holds the same host data (the whole pool, the same indices), so
+`put` builds each global array from each process's addressable slices and
+`to_host` gathers outputs back, giving every process the same scores.
 """
 
 import math
@@ -13,15 +18,40 @@ from typing import Any, Callable, Optional, Sequence
 import chex
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = 'data'
 
 
 def make_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
-  """A 1-D data-parallel mesh over `devices` (default: all local devices)."""
-  devices = list(devices) if devices is not None else jax.local_devices()
+  """A 1-D data-parallel mesh over `devices` (default: all devices of all processes)."""
+  devices = list(devices) if devices is not None else jax.devices()
   return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def put(tree: Any, sharding: jax.sharding.Sharding) -> Any:
+  """Host values, identical on every process, as global arrays laid out by `sharding`.
+
+  One process: `jax.device_put`. Several: each process fills its own devices'
+  slices (jax.make_array_from_callback), so nothing crosses hosts.
+  """
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+
+  def one(x):
+    if isinstance(x, jax.Array) and x.sharding == sharding:
+      return x  # Already a global array laid out so.
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+  return jax.tree.map(one, tree)
+
+
+def to_host(tree: Any) -> Any:
+  """Global arrays as NumPy arrays holding the full value, the same on every process."""
+  if jax.process_count() == 1:
+    return jax.tree.map(np.asarray, tree)
+  return multihost_utils.process_allgather(tree, tiled=True)
 
 
 class PoolMapper:
@@ -54,18 +84,18 @@ class PoolMapper:
     """
     pool_size = len(jax.tree.leaves(images)[0])
     indices = np.arange(pool_size) if indices is None else np.asarray(indices)
-    args = jax.device_put(args, self.replicated)
+    args = put(args, self.replicated)
     outputs = []
     for start in range(0, len(indices), self.chunk_size):
       rows = indices[start:start + self.chunk_size]
       chunk = jax.tree.map(lambda a, rows=rows: self._pad(a[rows]), images)
       # Dispatch is asynchronous: the next chunk is gathered while this one computes.
-      outputs.append((self._fn(args, jax.device_put(chunk, self.data_sharded)), len(rows)))
+      outputs.append((self._fn(args, put(chunk, self.data_sharded)), len(rows)))
     if not outputs:
       return jax.tree.map(lambda s: np.zeros((0, *s.shape[1:]), s.dtype),
                           self.output_struct(args, images))
     return jax.tree.map(lambda *chunks: np.concatenate(chunks),
-                        *[jax.tree.map(lambda a, v=v: np.asarray(a)[:v], out)
+                        *[jax.tree.map(lambda a, v=v: a[:v], to_host(out))
                           for out, v in outputs])
 
   def _pad(self, chunk: np.ndarray) -> np.ndarray:

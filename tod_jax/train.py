@@ -12,8 +12,11 @@ import numpy as np
 import optax
 import tqdm
 
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
 from tod_jax import input_pipeline, loss_prediction, tod
 from tod_jax.input_pipeline import Dataset
+from tod_jax.sharded_map import DATA_AXIS, make_mesh, put
 from tod_jax.train_state import TrainState
 
 
@@ -125,12 +128,61 @@ def train_step(state: TrainState, labeled: dict, unlabeled: dict, rng: chex.PRNG
   return state, metrics
 
 
-def make_train_step(config: ml_collections.ConfigDict, dataset: Dataset) -> Callable:
-  """The jitted train_step for this config and dataset (state buffers are donated)."""
-  step = functools.partial(train_step, config=ml_collections.FrozenConfigDict(config),
-                           mean=tuple(dataset.mean), std=tuple(dataset.std),
-                           ignore_label=dataset.ignore_label)
-  return jax.jit(step, donate_argnums=0, static_argnames='detach_loss_head')
+def _indexed_train_step(state: TrainState, data: dict, labeled_indices: chex.Array,
+                        unlabeled_indices: Optional[chex.Array], rng: chex.PRNGKey,
+                        detach_loss_head: bool = False, **kwargs) -> tuple[TrainState, dict]:
+  """train_step on batches gathered by index from the device-resident pool `data`."""
+  labeled = {'image': data['image'][labeled_indices], 'label': data['label'][labeled_indices]}
+  unlabeled = ({} if unlabeled_indices is None
+               else {'image': data['image'][unlabeled_indices]})
+  return train_step(state, labeled, unlabeled, rng, detach_loss_head, **kwargs)
+
+
+def check_batch_sizes(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
+  """Raises unless every batch splits evenly over the mesh's devices."""
+  sizes = {'batch_size': config.batch_size}
+  if config.semi:
+    sizes['unlabeled_batch_size'] = config.unlabeled_batch_size
+  uneven = {name: size for name, size in sizes.items() if size % mesh.size}
+  if uneven:
+    raise ValueError(f'{uneven} cannot be split evenly over the {mesh.size} devices of '
+                     f'the mesh; set --config.batch_size and --config.unlabeled_batch_size '
+                     f'to multiples of {mesh.size}.')
+
+
+def make_train_step(config: ml_collections.ConfigDict, dataset: Dataset,
+                    mesh: Optional[Mesh] = None, indexed: bool = False) -> Callable:
+  """The jitted train_step, data-parallel over `mesh` (default: all devices).
+
+  The state and the key are replicated and the batches split along the mesh's
+  'data' axis; GSPMD all-reduces gradients, losses and BatchNorm statistics, so
+  the step equals a single device's on the whole batch. The state's buffers
+  are donated. Call as `step(state, labeled, unlabeled, rng, detach_loss_head=False)`;
+  with `indexed=True` as `step(state, data, labeled_indices, unlabeled_indices,
+  rng, detach_loss_head=False)`, gathering the batches inside jit from `data`
+  ({'image', 'label'} of the whole pool, replicated on the devices; unlabeled
+  indices None without the TOD loss).
+  """
+  mesh = mesh if mesh is not None else make_mesh()
+  check_batch_sizes(config, mesh)
+  replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
+  kwargs = dict(config=ml_collections.FrozenConfigDict(config), mean=tuple(dataset.mean),
+                std=tuple(dataset.std), ignore_label=dataset.ignore_label)
+  if indexed:
+    fn, batch_shardings = functools.partial(_indexed_train_step, **kwargs), (
+        replicated, sharded, sharded)
+  else:
+    fn, batch_shardings = functools.partial(train_step, **kwargs), (sharded, sharded)
+  in_shardings = (replicated, *batch_shardings, replicated)
+  # jit takes no keyword arguments with in_shardings: detach_loss_head goes in by position.
+  jitted = jax.jit(fn, in_shardings=in_shardings, out_shardings=replicated,
+                   static_argnums=len(in_shardings), donate_argnums=0)
+
+  def step(*args, detach_loss_head: bool = False):
+    # Inputs already on the mesh stay; others move there, so every call has the
+    # same input types and the step compiles once.
+    return jitted(*[put(a, s) for a, s in zip(args, in_shardings)], detach_loss_head)
+  return step
 
 
 def steps_per_epoch(num_labeled: int, batch_size: int) -> int:
@@ -140,39 +192,55 @@ def steps_per_epoch(num_labeled: int, batch_size: int) -> int:
 def train_cycle(state: TrainState, dataset: Dataset, labeled: np.ndarray,
                 unlabeled: np.ndarray, config: ml_collections.ConfigDict,
                 np_rng: np.random.Generator, key: chex.PRNGKey, *, cycle: int,
-                step_fn: Optional[Callable] = None, writer: Any = None,
+                mesh: Optional[Mesh] = None, writer: Any = None,
                 on_step: Optional[Callable[[TrainState, int], None]] = None
                 ) -> tuple[TrainState, dict]:
-  """Trains `config.num_epochs` epochs over the labeled set.
+  """Trains `config.num_epochs` epochs over the labeled set, data-parallel over `mesh`.
 
   With a loss prediction module (LL4AL) its gradient into the model is stopped
   from epoch round(config.ll4al_detach_at * num_epochs) on (LL4AL: 120 of 200).
   Every batch has exactly `config.batch_size` samples (the last batch of an epoch
   is filled from the start of the epoch's permutation), so the step compiles once.
+  A pool that fits (input_pipeline.keeps_data_on_device) is put on the devices
+  once and each step receives only indices; a larger one is streamed, two batches
+  ahead. Both give the same result.
   Raises NonFiniteLossError (the state passed in is then unusable: it was donated)
   as soon as an epoch's loss is not finite. `on_step(state, steps_done)`, if
   given, runs after every step (steps counted from 1 in this call); it must copy
   what it keeps, because the next step donates the state's buffers.
   """
-  step_fn = step_fn or make_train_step(config, dataset)
+  mesh = mesh if mesh is not None else make_mesh()
+  on_device = input_pipeline.keeps_data_on_device(config, dataset)
+  step_fn = make_train_step(config, dataset, mesh, indexed=on_device)
+  replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
+  state, key = put(state, replicated), put(key, replicated)
+  if on_device:
+    pool = put({'image': dataset.train_images, 'label': dataset.train_labels}, replicated)
   n_steps = steps_per_epoch(len(labeled), config.batch_size)
   bar = tqdm.trange(config.num_epochs, desc=f'cycle {cycle} ({len(labeled)} labeled)',
                     disable=not config.progress_bar, leave=False, dynamic_ncols=True)
   epoch_metrics = {}
   detach_from = round(config.ll4al_detach_at * config.num_epochs)
   for epoch in bar:
-    step_kwargs = ({'detach_loss_head': epoch >= detach_from}
-                   if state.loss_head_params is not None else {})
+    detach = state.loss_head_params is not None and epoch >= detach_from
     order = np.resize(np_rng.permutation(labeled), n_steps * config.batch_size)
-    order = order.reshape(n_steps, config.batch_size)
+    order = order.reshape(n_steps, config.batch_size).astype(np.int32)
+    unl = [None] * n_steps
     if config.semi:
       unl = np_rng.choice(unlabeled, size=(n_steps, config.unlabeled_batch_size),
-                          replace=len(unlabeled) < n_steps * config.unlabeled_batch_size)
+                          replace=len(unlabeled) < n_steps * config.unlabeled_batch_size
+                          ).astype(np.int32)
+    if on_device:
+      batches = ((pool, *indices) for indices in
+                 input_pipeline.prefetch_to_device(zip(order, unl), sharded))
+    else:
+      batches = input_pipeline.prefetch_to_device(
+          (({'image': dataset.train_images[o], 'label': dataset.train_labels[o]},
+            {} if u is None else {'image': dataset.train_images[u]}) for o, u in zip(order, unl)),
+          sharded)
     history = []
-    for i in range(n_steps):
-      batch = {'image': dataset.train_images[order[i]], 'label': dataset.train_labels[order[i]]}
-      unl_batch = {'image': dataset.train_images[unl[i]]} if config.semi else {}
-      state, metrics = step_fn(state, batch, unl_batch, key, **step_kwargs)
+    for i, batch in enumerate(batches):
+      state, metrics = step_fn(state, *batch, key, detach_loss_head=detach)
       history.append(metrics)
       if on_step is not None:
         on_step(state, epoch * n_steps + i + 1)
