@@ -16,6 +16,8 @@ from typing import Any, Callable, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
+from ml_collections import config_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 for _path in (ROOT, os.path.dirname(os.path.abspath(__file__))):
@@ -42,6 +44,20 @@ def emit(record: dict) -> dict:
   line = {**record, **machine()}
   print(json.dumps(line), flush=True)
   return line
+
+
+def config_flag_values(default_config: str) -> flags.FlagValues:
+  """Fresh flags with `--config` (a configs/*.py file, overridable with --config.<field>=...).
+
+  Fresh FlagValues rather than absl's global FLAGS, so a script's main(argv) can run
+  more than once in one process (the tests call it directly). Parse with fv([name, *argv]).
+  """
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file(
+      'config', os.path.join(ROOT, 'configs', default_config),
+      'Run config; override fields with --config.<field>=value.', flag_values=fv,
+      lock_config=False)
+  return fv
 
 
 def skipped(impl: str, reason: str) -> dict:
@@ -95,9 +111,13 @@ def synthetic_cifar(num_train: int, num_test: int = 0, seed: int = 0
 
 
 def forward_flops(model, variables: Any, image_shape: tuple[int, ...], batch: int = 8) -> float:
-  """FLOPs of one inference forward pass per image, from XLA's cost analysis."""
+  """FLOPs of one inference forward pass per image, from XLA's cost analysis.
+
+  `variables` may be arrays or their shapes (jax.eval_shape): nothing runs.
+  """
   apply = lambda v, x: model.apply(v, x, train=False)
-  cost = jax.jit(apply).lower(variables, jnp.zeros((batch, *image_shape))).compile()
+  images = jax.ShapeDtypeStruct((batch, *image_shape), jnp.float32)
+  cost = jax.jit(apply).lower(variables, images).compile()
   cost = cost.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # Older jax: one per program.
   return float(cost['flops']) / batch

@@ -28,7 +28,6 @@ import time
 import jax
 import numpy as np
 from absl import flags
-from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_utils  # noqa: E402  pylint: disable=g-import-not-at-top
@@ -38,11 +37,7 @@ from tod_jax.train_state import create_optimizer, create_train_state, init_varia
 
 def parse_flags(argv, name):
   """Parses `argv` into fresh FlagValues (so main() can run more than once in a process)."""
-  fv = flags.FlagValues()
-  config_flags.DEFINE_config_file(
-      'config', os.path.join(bench_utils.ROOT, 'configs', 'cifar10.py'),
-      'Run config; its fields can be overridden with --config.<field>=value.',
-      flag_values=fv, lock_config=False)
+  fv = bench_utils.config_flag_values('cifar10.py')
   flags.DEFINE_integer('batch', 128, 'Labeled and unlabeled batch size (each).', flag_values=fv)
   flags.DEFINE_integer('steps', 10, 'Timed steps per implementation.', flag_values=fv)
   flags.DEFINE_enum('model', 'resnet18', ['resnet18', 'small_cnn'], 'Network.', flag_values=fv)
