@@ -100,6 +100,16 @@ def import_torch():
   return torch
 
 
+def torch_device(torch) -> str:
+  """'cuda' when jax runs on a GPU and torch has CUDA, else 'cpu': both sides on like hardware."""
+  return 'cuda' if jax.devices()[0].platform == 'gpu' and torch.cuda.is_available() else 'cpu'
+
+
+def torch_impl(torch, suffix: str = '') -> str:
+  """The `impl` name of a PyTorch baseline: version, '_cuda' on a GPU, then `suffix`."""
+  return f"torch_{torch.__version__}{'_cuda' if torch_device(torch) == 'cuda' else ''}{suffix}"
+
+
 def synthetic_cifar(num_train: int, num_test: int = 0, seed: int = 0
                     ) -> input_pipeline.Dataset:
   """Random uint8 32x32x3 images with 10 random labels and CIFAR-10's mean/std (no download)."""

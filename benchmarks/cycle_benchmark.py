@@ -135,8 +135,9 @@ def run_cycles(config, dataset, num_cycles, workdir):
       next_labeled = np.union1d(labeled, queried).astype(np.int64)
       meta = {'cycle': cycle, 'labeled': checkpointing.indices_to_json(next_labeled),
               'queried': checkpointing.indices_to_json(queried), 'records': []}
-      _, times['checkpoint'] = bench_utils.timed(lambda: checkpointer.save(
-          cycle, driver._model_tree(state, key), meta, strategy_state))  # pylint: disable=protected-access
+      model_tree = driver._model_tree(state, key)  # pylint: disable=protected-access
+      _, times['checkpoint'] = bench_utils.timed(
+          lambda: checkpointer.save(cycle, model_tree, meta, strategy_state))
 
       yield {'cycle': cycle, 'dataset': dataset.name, 'model': config.model,
              'strategy': config.strategy, 'pool': dataset.pool_size,

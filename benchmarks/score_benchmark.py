@@ -66,9 +66,11 @@ def bench_torch(images, pools, chunk, model_name, repeats):
 
   torch.manual_seed(0)
   net = torch_resnet.MODELS[model_name]
-  current, previous = net(10, images.shape[-1]).eval(), net(10, images.shape[-1]).eval()
-  mean = torch.tensor(bench_utils.CIFAR_MEAN).view(1, 3, 1, 1)
-  std = torch.tensor(bench_utils.CIFAR_STD).view(1, 3, 1, 1)
+  device = bench_utils.torch_device(torch)
+  current = net(10, images.shape[-1]).eval().to(device)
+  previous = net(10, images.shape[-1]).eval().to(device)
+  mean = torch.tensor(bench_utils.CIFAR_MEAN, device=device).view(1, 3, 1, 1)
+  std = torch.tensor(bench_utils.CIFAR_STD, device=device).view(1, 3, 1, 1)
   data = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
 
   def score(pool, limit=None):
@@ -78,16 +80,16 @@ def bench_torch(images, pools, chunk, model_name, repeats):
       for i, (x,) in enumerate(loader):
         if limit is not None and i >= limit:
           break
-        x = (x.float() / 255.0 - mean) / std
+        x = (x.to(device).float() / 255.0 - mean) / std
         p = torch.softmax(current(x), dim=1)
         q = torch.softmax(previous(x), dim=1)
         scores.append(torch.norm(p - q, dim=1))
-    return torch.cat(scores)
+    return torch.cat(scores).cpu()  # On the host, like the other paths' scores.
 
   score(chunk, limit=1)
   for pool in pools:
-    yield f'torch_{torch.__version__}_two_pass', pool, 2, bench_utils.best_of(
-        lambda: score(pool), repeats)
+    yield (bench_utils.torch_impl(torch, '_two_pass'), pool, 2,
+           bench_utils.best_of(lambda: score(pool), repeats))
 
 
 def _ints(text):

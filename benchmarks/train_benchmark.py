@@ -108,7 +108,9 @@ def bench_torch(config, dataset, steps):
                        drop_last=True)
   unlabeled = DataLoader(Augmented(np.arange(steps * batch, dataset.pool_size)),
                          batch_size=config.unlabeled_batch_size, shuffle=True, drop_last=True)
-  model = torch_resnet.MODELS[config.model](dataset.num_classes, images.shape[1]).train()
+  device = bench_utils.torch_device(torch)
+  model = torch_resnet.MODELS[config.model](dataset.num_classes, images.shape[1])
+  model = model.train().to(device)
   ema = copy.deepcopy(model).train()
   for p in ema.parameters():
     p.requires_grad_(False)
@@ -136,7 +138,9 @@ def bench_torch(config, dataset, steps):
     for i, ((x_l, y_l), (x_u, _)) in enumerate(zip(labeled, unlabeled)):
       if i >= limit:
         break
-      train_step(x_l, y_l, x_u)
+      train_step(x_l.to(device), y_l.to(device), x_u.to(device))
+    if device == 'cuda':
+      torch.cuda.synchronize()
     return time.perf_counter() - start
 
   return run(1), run(steps)
@@ -149,20 +153,18 @@ def main(argv=None):
   common = {'model': config.model, 'batch': config.batch_size,
             'unlabeled_batch': config.unlabeled_batch_size, 'steps': fv.steps}
   lines, by_impl = [], {}
-  impls = {'tod_jax': bench_jax, 'torch': bench_torch}
-  for impl, bench in impls.items():
-    if fv.impl not in ('all', 'jax' if impl == 'tod_jax' else impl):
+  for name, bench in (('jax', bench_jax), ('torch', bench_torch)):
+    if fv.impl not in ('all', name):
       continue
     try:
       first_seconds, seconds = bench(config, dataset, fv.steps)
     except ImportError as e:
-      lines.append(bench_utils.skipped(impl, str(e)))
+      lines.append(bench_utils.skipped(name, str(e)))
       continue
-    if impl == 'torch':
-      impl = f'torch_{bench_utils.import_torch().__version__}'
+    impl = 'tod_jax' if name == 'jax' else bench_utils.torch_impl(bench_utils.import_torch())
     by_impl[impl] = bench_utils.emit({
-        'impl': impl, **common, 'compile_seconds' if impl == 'tod_jax' else
-        'first_step_seconds': first_seconds, 'seconds': seconds,
+        'impl': impl, **common, 'seconds': seconds,
+        ('compile_seconds' if name == 'jax' else 'first_step_seconds'): first_seconds,
         'labeled_images_per_s': fv.steps * config.batch_size / seconds,
         'images_per_s': fv.steps * (config.batch_size + config.unlabeled_batch_size) / seconds,
         **bench_utils.peak_memory()})
