@@ -59,13 +59,13 @@ def parse_flags(argv):
                      '(synthetic data) and compare with the estimate.', flag_values=fv)
   flags.DEFINE_string('workdir', '', 'Checkpoint directory (default: a temporary one).',
                       flag_values=fv)
-  flags.DEFINE_bool('smoke', False, 'One epoch, 2 cycles, a 2-cycle protocol (for the tests).',
+  flags.DEFINE_bool('smoke', False, '2 epochs, 2 cycles, a 2-cycle protocol (for the tests).',
                     flag_values=fv)
   fv(['cycle_benchmark'] + list(sys.argv[1:] if argv is None else argv))
   config = fv.config
   config.progress_bar, config.tensorboard = False, False
   if fv.smoke:
-    config.num_epochs, config.num_cycles, fv.cycles = 1, 2, 2
+    config.num_epochs, config.num_cycles, fv.cycles = 2, 2, 2
   if fv.fraction:
     fv.synthetic_cifar, fv.cycles = round(fv.fraction * CIFAR10_POOL), config.num_cycles
   return fv, config
@@ -91,6 +91,7 @@ def run_cycles(config, dataset, num_cycles, workdir):
   labeled = np.sort(np.random.default_rng(config.seed).choice(dataset.pool_size, initial,
                                                               replace=False))
   strategy_state, key = {}, jax.random.fold_in(base_key, 1)
+  chunk = scorer._logits.chunk_size  # pylint: disable=protected-access
   checkpointer = checkpointing.Checkpointer(workdir)
   try:
     for cycle in range(1, num_cycles + 1):
@@ -146,10 +147,14 @@ def run_cycles(config, dataset, num_cycles, workdir):
              **{f'{phase}_seconds': seconds for phase, seconds in times.items()},
              'total_seconds': sum(times.values()),
              'train_first_step_seconds': first_step_seconds,
+             # None with one step: it also compiled, so it is no steady-state rate.
              'train_step_seconds': ((times['train'] - first_step_seconds) / (n_steps - 1)
-                                    if n_steps > 1 else first_step_seconds),
-             'score_seconds_per_image': times['score'] / len(candidates),
-             'evaluate_seconds_per_image': times['evaluate'] / max(1, len(dataset.test_labels)),
+                                    if n_steps > 1 else None),
+             # Per image computed: the Scorer pads the last chunk; evaluation runs two models.
+             'chunk': chunk,
+             'score_seconds_per_image': times['score'] / padded(len(candidates), chunk),
+             'evaluate_seconds_per_image': (times['evaluate'] /
+                                            (2 * padded(len(dataset.test_labels), chunk))),
              **bench_utils.peak_memory()}
       labeled, step = next_labeled, int(state.step)
       variables, ema_variables = state.variables, state.ema_variables
@@ -158,8 +163,16 @@ def run_cycles(config, dataset, num_cycles, workdir):
     checkpointer.close()
 
 
+def padded(n: int, chunk: int) -> int:
+  return -(-n // chunk) * chunk
+
+
 def protocol_estimate(config, rates: dict, pool: int, test: int) -> dict:
   """Estimated seconds of all config.num_cycles cycles on `pool`/`test` from measured rates."""
+  if rates['train_step_seconds'] is None:
+    raise ValueError(f"Cycle {rates['cycle']} trained one step, which includes compilation, so "
+                     'there is no per-step rate to estimate from; raise --config.num_epochs '
+                     '(or --synthetic_cifar) to train at least 2 steps per cycle.')
   initial, budget = driver.plan_sizes(config, pool)
   train_s = score_s = 0.0
   steps = scored = 0
@@ -169,11 +182,16 @@ def protocol_estimate(config, rates: dict, pool: int, test: int) -> dict:
     candidates = pool - labeled
     if config.pool_subset:
       candidates = min(candidates, config.pool_subset)
+    # COD with kept outputs runs two passes in cycle 1 only (w_0 has no kept outputs); the
+    # rates of a later cycle are for one.
+    passes = 2 if (cycle == 0 and rates['cycle'] > 1 and config.strategy == 'cod'
+                   and config.keep_outputs) else 1
     steps, scored = steps + n, scored + candidates
     train_s += n * rates['train_step_seconds']
-    score_s += candidates * rates['score_seconds_per_image']
+    score_s += passes * padded(candidates, rates['chunk']) * rates['score_seconds_per_image']
   other_s = config.num_cycles * (
-      test * rates['evaluate_seconds_per_image'] + rates['train_first_step_seconds']
+      2 * padded(test, rates['chunk']) * rates['evaluate_seconds_per_image']
+      + rates['train_first_step_seconds']
       + rates['select_seconds'] + rates['checkpoint_seconds'])
   return {'estimate': 'from measured rates', 'protocol_pool': pool, 'protocol_test': test,
           'protocol_cycles': config.num_cycles, 'protocol_epochs': config.num_epochs,

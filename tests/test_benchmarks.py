@@ -106,29 +106,36 @@ def test_torch_baselines_are_skipped_without_torch(capsys, monkeypatch):
 
 def test_cycle_benchmark_fraction_smoke(capsys):
   # Pool round(0.004 * 50,000) = 200 synthetic CIFAR-shaped images, test 40; digits' protocol
-  # (10% start, 5% budget) cut to 2 cycles of 1 epoch with batch 32.
+  # (10% start, 5% budget) cut to 2 cycles of 2 epochs (one step each: batch 32).
   lines = _printed(capsys, cycle_benchmark.main(['--smoke', '--fraction=0.004']))
   cycles, fraction, full = lines[:2], lines[2], lines[3]
   assert len(lines) == 4 and [c['cycle'] for c in cycles] == [1, 2]
   assert [c['num_labeled'] for c in cycles] == [20, 30]
   assert [c['candidates'] for c in cycles] == [180, 170]
-  assert [c['train_steps'] for c in cycles] == [1, 1]
+  assert [c['train_steps'] for c in cycles] == [2, 2]
   for c in cycles:
     assert (c['pool'], c['test']) == (200, 40)
     phases = [c[f'{p}_seconds'] for p in ('train', 'evaluate', 'score', 'select', 'checkpoint')]
     assert min(phases) >= 0 and c['total_seconds'] == pytest.approx(sum(phases))
-    assert c['score_seconds_per_image'] == pytest.approx(c['score_seconds'] / c['candidates'])
+    # Rates per image computed: the last chunk is padded (digits' chunk: 512).
+    assert c['chunk'] == 512
+    assert c['score_seconds_per_image'] == pytest.approx(c['score_seconds'] / 512)
+    assert c['evaluate_seconds_per_image'] == pytest.approx(c['evaluate_seconds'] / (2 * 512))
     assert c['host_peak_rss_bytes'] > 0
   # The estimate of the fractional run, from cycle 2's rates, sums its parts.
   assert fraction['measured_seconds'] > 0 and fraction['rates_from_cycle'] == 2
-  assert (fraction['protocol_train_steps'], fraction['protocol_scored_images']) == (2, 350)
+  assert (fraction['protocol_train_steps'], fraction['protocol_scored_images']) == (4, 350)
   rates = cycles[1]
-  assert fraction['estimated_train_seconds'] == pytest.approx(2 * rates['train_step_seconds'])
+  assert rates['train_step_seconds'] == pytest.approx(
+      rates['train_seconds'] - rates['train_first_step_seconds'])
+  assert fraction['estimated_train_seconds'] == pytest.approx(4 * rates['train_step_seconds'])
+  # Cycle 1 runs COD's two passes (no kept outputs yet), cycle 2 one: 3 padded chunks.
   assert fraction['estimated_score_seconds'] == pytest.approx(
-      350 * rates['score_seconds_per_image'])
-  # CIFAR-10 sizes: 5,000 + 2,500 labeled, batch 32: 157 + 235 steps; 45,000 + 42,500 scored.
+      3 * 512 * rates['score_seconds_per_image'])
+  # CIFAR-10 sizes: 5,000 + 7,500 labeled, batch 32: 2 x (157 + 235) steps; 45,000 + 42,500
+  # scored.
   assert (full['protocol_pool'], full['protocol_test']) == (50_000, 10_000)
-  assert (full['protocol_train_steps'], full['protocol_scored_images']) == (392, 87_500)
+  assert (full['protocol_train_steps'], full['protocol_scored_images']) == (784, 87_500)
   for line in (fraction, full):
     assert line['estimate'] == 'from measured rates'
     assert line['estimated_seconds'] == pytest.approx(
