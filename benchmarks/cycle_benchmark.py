@@ -17,14 +17,14 @@ cycle's first step (it compiles when the cycle builds its step function) and
 `train_step_seconds` the mean of its other steps.
 
 --protocol_estimate prints an ESTIMATE of the CIFAR-10 protocol's wall time (pool
-50,000, test 10,000, the config's fractions, cycles, epochs and batch size) from the
-rates measured in the last cycle: per cycle c, num_epochs * ceil(labeled_c / batch)
-steps at `train_step_seconds`, the scored candidates at the measured seconds per
-image, the test set at the measured evaluation rate, plus the last cycle's compile,
-select and checkpoint times. --fraction=f runs the whole protocol (all cycles) on
-round(f * 50,000) synthetic CIFAR-shaped images (test round(f * 10,000)), so about f of
-the protocol's work, and prints the measured total beside the same estimate for that
-fractional protocol, and the estimate for the full one.
+50,000, test 10,000, --protocol_epochs per cycle, the config's fractions, cycles and
+batch size) from the rates measured in the last cycle: per cycle c, epochs *
+ceil(labeled_c / batch) steps at `train_step_seconds`, the scored candidates at the
+measured seconds per image, the test set at the measured evaluation rate, plus the last
+cycle's compile, select and checkpoint times. --fraction=f runs the whole protocol (all
+config.num_cycles cycles of config.num_epochs) on round(f * 50,000) synthetic CIFAR-shaped
+images (test round(f * 10,000)), so about f of the protocol's work, and prints the
+measured total beside the same estimate for that fractional run, then the full estimate.
 """
 
 import os
@@ -55,6 +55,8 @@ def parse_flags(argv):
                        'fifth as many test images) instead of config.dataset.', flag_values=fv)
   flags.DEFINE_bool('protocol_estimate', False, 'Estimate the CIFAR-10 protocol wall time '
                     'from the measured rates.', flag_values=fv)
+  flags.DEFINE_integer('protocol_epochs', 200, 'Epochs per cycle in the estimated CIFAR-10 '
+                       'protocol (the measured cycles use config.num_epochs).', flag_values=fv)
   flags.DEFINE_float('fraction', 0.0, 'Run the whole protocol on this fraction of CIFAR-10 '
                      '(synthetic data) and compare with the estimate.', flag_values=fv)
   flags.DEFINE_string('workdir', '', 'Checkpoint directory (default: a temporary one).',
@@ -167,8 +169,8 @@ def padded(n: int, chunk: int) -> int:
   return -(-n // chunk) * chunk
 
 
-def protocol_estimate(config, rates: dict, pool: int, test: int) -> dict:
-  """Estimated seconds of all config.num_cycles cycles on `pool`/`test` from measured rates."""
+def protocol_estimate(config, rates: dict, pool: int, test: int, epochs: int) -> dict:
+  """Estimated seconds of config.num_cycles cycles of `epochs` on `pool`/`test` from `rates`."""
   if rates['train_step_seconds'] is None:
     raise ValueError(f"Cycle {rates['cycle']} trained one step, which includes compilation, so "
                      'there is no per-step rate to estimate from; raise --config.num_epochs '
@@ -178,7 +180,7 @@ def protocol_estimate(config, rates: dict, pool: int, test: int) -> dict:
   steps = scored = 0
   for cycle in range(config.num_cycles):
     labeled = initial + cycle * budget
-    n = config.num_epochs * train.steps_per_epoch(labeled, config.batch_size)
+    n = epochs * train.steps_per_epoch(labeled, config.batch_size)
     candidates = pool - labeled
     if config.pool_subset:
       candidates = min(candidates, config.pool_subset)
@@ -194,7 +196,7 @@ def protocol_estimate(config, rates: dict, pool: int, test: int) -> dict:
       + rates['train_first_step_seconds']
       + rates['select_seconds'] + rates['checkpoint_seconds'])
   return {'estimate': 'from measured rates', 'protocol_pool': pool, 'protocol_test': test,
-          'protocol_cycles': config.num_cycles, 'protocol_epochs': config.num_epochs,
+          'protocol_cycles': config.num_cycles, 'protocol_epochs': epochs,
           'protocol_train_steps': steps, 'protocol_scored_images': scored,
           'estimated_train_seconds': train_s, 'estimated_score_seconds': score_s,
           'estimated_other_seconds': other_s,
@@ -218,11 +220,12 @@ def main(argv=None):
   if fv.fraction:
     lines.append(bench_utils.emit({
         'fraction': fv.fraction, 'measured_seconds': total, 'pool': dataset.pool_size,
-        **protocol_estimate(config, lines[-1], dataset.pool_size, len(dataset.test_labels))}))
+        **protocol_estimate(config, lines[-1], dataset.pool_size, len(dataset.test_labels),
+                            config.num_epochs)}))
   if fv.protocol_estimate or fv.fraction:
     last_cycle = [line for line in lines if 'cycle' in line][-1]
     lines.append(bench_utils.emit(protocol_estimate(config, last_cycle, CIFAR10_POOL,
-                                                    CIFAR10_TEST)))
+                                                    CIFAR10_TEST, fv.protocol_epochs)))
   return lines
 
 

@@ -132,10 +132,12 @@ def test_cycle_benchmark_fraction_smoke(capsys):
   # Cycle 1 runs COD's two passes (no kept outputs yet), cycle 2 one: 3 padded chunks.
   assert fraction['estimated_score_seconds'] == pytest.approx(
       3 * 512 * rates['score_seconds_per_image'])
-  # CIFAR-10 sizes: 5,000 + 7,500 labeled, batch 32: 2 x (157 + 235) steps; 45,000 + 42,500
-  # scored.
-  assert (full['protocol_pool'], full['protocol_test']) == (50_000, 10_000)
-  assert (full['protocol_train_steps'], full['protocol_scored_images']) == (784, 87_500)
+  # CIFAR-10 sizes, 200 epochs: 5,000 + 7,500 labeled, batch 32: 200 x (157 + 235) steps;
+  # 45,000 + 42,500 scored.
+  assert (full['protocol_pool'], full['protocol_test'], full['protocol_epochs']) == (
+      50_000, 10_000, 200)
+  assert (full['protocol_train_steps'], full['protocol_scored_images']) == (78_400, 87_500)
+  assert full['estimated_train_seconds'] == pytest.approx(78_400 * rates['train_step_seconds'])
   for line in (fraction, full):
     assert line['estimate'] == 'from measured rates'
     assert line['estimated_seconds'] == pytest.approx(
