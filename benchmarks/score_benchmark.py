@@ -1,131 +1,150 @@
 """COD scoring throughput: kept outputs (1 pass) vs two passes vs a PyTorch two-pass scorer.
 
-Prints one JSON line per implementation and a final line with the ratios:
+Sweeps pool and chunk sizes; prints one JSON line per (implementation, pool, chunk)
+and one line per ratio of two printed lines:
 
-  python benchmarks/score_benchmark.py --pool=2048 --chunk=256
-  python benchmarks/score_benchmark.py --smoke   # tiny sizes, for the test suite
+  python benchmarks/score_benchmark.py --pools=2048 --chunks=256
+  python benchmarks/score_benchmark.py --pools=512,2048 --chunks=128,256,512
+  python benchmarks/score_benchmark.py --peak_tflops=67   # adds the FLOP floor (H100 fp32)
+  python benchmarks/score_benchmark.py --smoke   # tiny sizes and the small CNN, for the tests
 
 The steady state of a cycle c >= 2 is measured: the kept outputs of w_{c-1} exist, so
 the kept path runs only w_c over the pool. Each implementation is warmed up (compiled)
 on one chunk first; `seconds` is the best of --repeats full passes over the pool.
 The PyTorch scorer is the straightforward one (DataLoader, two models in eval mode,
 softmax, torch.norm), as in the authors' code; it needs `pip install torch==2.13.0`
-(the `bench` extra) and is skipped with a note when torch is missing.
+(the `bench` extra) and is reported as skipped when torch is missing.
+
+`flops` is XLA's count for one inference forward pass per image times the passes
+over the pool. With --peak_tflops (the device's peak: H100 SXM about 989 dense bf16,
+494 tf32, 67 fp32 without tensor cores) each line adds `flop_floor_seconds` (flops /
+peak) and `seconds_over_flop_floor`.
 """
 
 import argparse
-import json
 import os
-import platform
 import sys
-import time
 
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_utils  # noqa: E402  pylint: disable=g-import-not-at-top
 from tod_jax import kept_outputs, models, scoring  # noqa: E402
 from tod_jax.train_state import init_variables  # noqa: E402
 
-MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
+KEPT, TWO_PASS = 'tod_jax_kept_outputs', 'tod_jax_two_pass'
 
 
-def _best_of(fn, repeats):
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return min(times)
-
-
-def bench_jax(images, args):
-  model = models.create_model(args.model, 10)
+def bench_jax(images, pools, chunk, model, repeats):
+  """Yields (impl, pool, forward passes per image, seconds) for one chunk size."""
   current = init_variables(model, jax.random.PRNGKey(1), images.shape[1:])
-  previous = init_variables(model, jax.random.PRNGKey(0), images.shape[1:])
-  scorer = scoring.Scorer(model, MEAN, STD, 'softmax', args.chunk)
-  pool = np.arange(len(images))
+  # Any other weights time the same; scaling saves a second compile of the initialiser.
+  previous = jax.tree.map(lambda x: 0.9 * x, current)
+  scorer = scoring.Scorer(model, bench_utils.CIFAR_MEAN, bench_utils.CIFAR_STD, 'softmax', chunk)
   state = {}
-  kept_outputs.cod_scores(scorer, previous, current, images, pool, state)  # Keeps f(x; prev).
+  all_indices = np.arange(len(images))
+  kept_outputs.cod_scores(scorer, previous, current, images, all_indices, state)  # f(x; prev).
   kept_state = lambda: {kept_outputs.KEPT: dict(state[kept_outputs.KEPT])}
-  warm = pool[:scorer._outputs.chunk_size]
-  scorer.cod(current, previous, images, warm)
-  kept_outputs.cod_scores(scorer, current, previous, images, warm, kept_state())
-  # The kept path from kept outputs reproduces the two-pass scores.
-  np.testing.assert_allclose(
-      kept_outputs.cod_scores(scorer, current, previous, images, pool, kept_state()),
-      scorer.cod(current, previous, images, pool), rtol=1e-4, atol=1e-5)
-  yield 'tod_jax_kept_outputs', 1, _best_of(
-      lambda: kept_outputs.cod_scores(scorer, current, previous, images, pool, kept_state()),
-      args.repeats)
-  yield 'tod_jax_two_pass', 2, _best_of(
-      lambda: scorer.cod(current, previous, images, pool), args.repeats)
+  kept = lambda pool: kept_outputs.cod_scores(scorer, current, previous, images, pool,
+                                              kept_state())
+  two_pass = lambda pool: scorer.cod(current, previous, images, pool)
+  # The kept path from kept outputs reproduces the two-pass scores (and both are compiled).
+  np.testing.assert_allclose(kept(all_indices[:chunk]), two_pass(all_indices[:chunk]),
+                             rtol=1e-4, atol=1e-5)
+  for pool in pools:
+    indices = all_indices[:pool]
+    yield KEPT, pool, 1, bench_utils.best_of(lambda: kept(indices), repeats)
+    yield TWO_PASS, pool, 2, bench_utils.best_of(lambda: two_pass(indices), repeats)
 
 
-def bench_torch(images, args):
-  import torch  # pylint: disable=import-outside-toplevel
+def bench_torch(images, pools, chunk, model_name, repeats):
+  """Yields (impl, pool, forward passes per image, seconds) for one chunk size."""
+  torch = bench_utils.import_torch()
   from torch.utils.data import DataLoader, TensorDataset  # pylint: disable=import-outside-toplevel
-  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  from torch_resnet import ResNet18  # pylint: disable=import-outside-toplevel
+  import torch_resnet  # pylint: disable=import-outside-toplevel
 
   torch.manual_seed(0)
-  current, previous = ResNet18().eval(), ResNet18().eval()
-  mean = torch.tensor(MEAN).view(1, 3, 1, 1)
-  std = torch.tensor(STD).view(1, 3, 1, 1)
+  net = torch_resnet.MODELS[model_name]
+  device = bench_utils.torch_device(torch)
+  current = net(10, images.shape[-1]).eval().to(device)
+  previous = net(10, images.shape[-1]).eval().to(device)
+  mean = torch.tensor(bench_utils.CIFAR_MEAN, device=device).view(1, 3, 1, 1)
+  std = torch.tensor(bench_utils.CIFAR_STD, device=device).view(1, 3, 1, 1)
   data = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-  loader = DataLoader(TensorDataset(data), batch_size=args.chunk, shuffle=False)
 
-  def score(limit=None):
+  def score(pool, limit=None):
+    loader = DataLoader(TensorDataset(data[:pool]), batch_size=chunk, shuffle=False)
     scores = []
     with torch.no_grad():
       for i, (x,) in enumerate(loader):
         if limit is not None and i >= limit:
           break
-        x = (x.float() / 255.0 - mean) / std
+        x = (x.to(device).float() / 255.0 - mean) / std
         p = torch.softmax(current(x), dim=1)
         q = torch.softmax(previous(x), dim=1)
         scores.append(torch.norm(p - q, dim=1))
-    return torch.cat(scores)
+    return torch.cat(scores).cpu()  # On the host, like the other paths' scores.
 
-  score(limit=1)
-  yield f'torch_{torch.__version__}_two_pass', 2, _best_of(score, args.repeats)
+  score(chunk, limit=1)
+  for pool in pools:
+    yield (bench_utils.torch_impl(torch, '_two_pass'), pool, 2,
+           bench_utils.best_of(lambda: score(pool), repeats))
+
+
+def _ints(text):
+  return [int(x) for x in text.split(',')]
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--pool', type=int, default=2048)
-  parser.add_argument('--chunk', type=int, default=256)
+  parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
+  parser.add_argument('--pools', '--pool', type=_ints, default=[2048],
+                      help='comma-separated pool sizes')
+  parser.add_argument('--chunks', '--chunk', type=_ints, default=[256],
+                      help='comma-separated chunk (batch) sizes')
   parser.add_argument('--repeats', type=int, default=2)
-  parser.add_argument('--model', default='resnet18')
+  parser.add_argument('--model', default='resnet18', choices=['resnet18', 'small_cnn'])
+  parser.add_argument('--impl', default='all', choices=['all', 'jax', 'torch'])
+  parser.add_argument('--peak_tflops', type=float, default=None,
+                      help="the device's peak TFLOP/s; adds the FLOP floor to each line")
   parser.add_argument('--smoke', action='store_true',
-                      help='tiny pool and the small CNN, JAX paths only (for the test suite)')
+                      help='pools of 16 and 24, chunk 8, the small CNN (for the test suite)')
   args = parser.parse_args(argv)
   if args.smoke:
-    args.pool, args.chunk, args.repeats, args.model = 24, 8, 1, 'small_cnn'
-  images = np.random.default_rng(0).integers(0, 256, (args.pool, 32, 32, 3), dtype=np.uint8)
-  machine = {'device': str(jax.devices()[0].device_kind), 'jax_devices': jax.device_count(),
-             'cpu_count': os.cpu_count(), 'processor': platform.processor() or platform.machine()}
-  results = list(bench_jax(images, args))
-  if args.model != 'resnet18':
-    print(json.dumps({'impl': 'torch_two_pass', 'skipped': 'the PyTorch baseline is ResNet-18'}))
-  else:
-    try:
-      results += list(bench_torch(images, args))
-    except ImportError as e:
-      print(json.dumps({'impl': 'torch_two_pass', 'skipped': f'{e}; pip install torch==2.13.0'}))
-  rates = {}
-  for impl, passes, seconds in results:
-    rates[impl] = args.pool / seconds
-    print(json.dumps({'impl': impl, 'model': args.model, 'pool': args.pool, 'chunk': args.chunk,
-                      'forward_passes_per_image': passes, 'seconds': round(seconds, 4),
-                      'images_per_s': round(rates[impl], 2), **machine}))
-  torch_impl = next((k for k in rates if k.startswith('torch')), None)
-  ratios = {'kept_vs_two_pass': rates['tod_jax_kept_outputs'] / rates['tod_jax_two_pass']}
-  if torch_impl:
-    ratios['kept_vs_torch_two_pass'] = rates['tod_jax_kept_outputs'] / rates[torch_impl]
-    ratios['two_pass_vs_torch_two_pass'] = rates['tod_jax_two_pass'] / rates[torch_impl]
-  print(json.dumps({'ratios': {k: round(v, 3) for k, v in ratios.items()}}))
-  return rates
+    args.pools, args.chunks, args.repeats, args.model = [16, 24], [8], 1, 'small_cnn'
+  images = np.random.default_rng(0).integers(0, 256, (max(args.pools), 32, 32, 3),
+                                             dtype=np.uint8)
+  model = models.create_model(args.model, 10)
+  shapes = jax.eval_shape(lambda: init_variables(model, jax.random.PRNGKey(0), images.shape[1:]))
+  flops_per_image = bench_utils.forward_flops(model, shapes, images.shape[1:])
+
+  lines = []
+  for chunk in args.chunks:
+    results = []
+    if args.impl in ('all', 'jax'):
+      results += list(bench_jax(images, args.pools, chunk, model, args.repeats))
+    if args.impl in ('all', 'torch'):
+      try:
+        results += list(bench_torch(images, args.pools, chunk, args.model, args.repeats))
+      except ImportError as e:
+        lines.append(bench_utils.skipped('torch_two_pass', str(e)))
+    by_key = {}
+    for impl, pool, passes, seconds in results:
+      by_key[impl, pool] = bench_utils.emit({
+          'impl': impl, 'model': args.model, 'pool': pool, 'chunk': chunk,
+          'forward_passes_per_image': passes, 'seconds': seconds,
+          'images_per_s': pool / seconds,
+          **bench_utils.flop_floor(passes * pool * flops_per_image, seconds, args.peak_tflops)})
+      lines.append(by_key[impl, pool])
+    torch_impl = next((impl for impl, _ in by_key if impl.startswith('torch')), None)
+    for pool in args.pools:
+      pairs = [(KEPT, TWO_PASS), (KEPT, torch_impl), (TWO_PASS, torch_impl)]
+      for num, den in pairs:
+        if (num, pool) in by_key and (den, pool) in by_key:
+          lines.append(bench_utils.emit({
+              'pool': pool, 'chunk': chunk,
+              **bench_utils.ratio(by_key[num, pool], by_key[den, pool], 'images_per_s')}))
+  return lines
 
 
 if __name__ == '__main__':

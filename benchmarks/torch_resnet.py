@@ -1,7 +1,8 @@
-"""A straightforward PyTorch CIFAR ResNet-18, the baseline the benchmarks compare with.
+"""Straightforward PyTorch models, the baselines the benchmarks compare with.
 
-Same architecture as tod_jax.models.ResNet(cifar_stem=True): 3x3 stem, no max-pool,
-four stages of two basic blocks (64/128/256/512), global average pool, linear head.
+ResNet18: same architecture as tod_jax.models.ResNet(cifar_stem=True): 3x3 stem,
+no max-pool, four stages of two basic blocks (64/128/256/512), global average
+pool, linear head. SmallCNN: same as tod_jax.models.SmallCNN (for smoke runs).
 """
 
 import torch
@@ -44,3 +45,23 @@ class ResNet18(nn.Module):
   def forward(self, x):
     x = self.layers(self.stem(x))
     return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+class SmallCNN(nn.Module):
+
+  def __init__(self, num_classes: int = 10, in_channels: int = 3):
+    super().__init__()
+    layers, cin = [], in_channels
+    for i, width in enumerate((32, 64, 128)):
+      layers += [nn.Conv2d(cin, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+      if i == 0:
+        layers.append(nn.MaxPool2d(2))
+      cin = width
+    self.layers = nn.Sequential(*layers)
+    self.fc = nn.Linear(cin, num_classes)
+
+  def forward(self, x):
+    return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.layers(x), 1), 1))
+
+
+MODELS = {'resnet18': ResNet18, 'small_cnn': SmallCNN}  # Same names as tod_jax.models.

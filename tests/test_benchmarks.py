@@ -1,22 +1,148 @@
-"""Benchmarks run in smoke mode (tiny sizes); no timing is asserted."""
+"""Benchmarks run in smoke mode (tiny sizes); no timing is asserted.
 
+Each script prints one JSON line per measurement; these tests check the fields,
+the number of lines, and that every ratio is the quotient of two printed lines.
+Without torch (not in the test extra) the PyTorch baselines must report 'skipped'.
+"""
+
+import importlib.util
 import json
+import math
 import os
 import sys
+
+import jax
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
 
-import score_benchmark  # noqa: E402  pylint: disable=g-import-not-at-top
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import bench_utils  # noqa: E402
+import cycle_benchmark  # noqa: E402
+import score_benchmark  # noqa: E402
+import train_benchmark  # noqa: E402
+
+HAVE_TORCH = importlib.util.find_spec('torch') is not None
+
+
+def _printed(capsys, returned):
+  """The JSON lines printed; they must be exactly the lines main() returned."""
+  lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+           if line.startswith('{')]
+  assert lines == returned
+  for line in lines:
+    assert line['device']['platform'] == jax.devices()[0].platform
+    assert line['device']['count'] == jax.device_count()
+    assert line['host']['cpu_count'] == os.cpu_count()
+  return lines
+
+
+def _check_ratios(lines, field, expected_pairs, key=lambda line: ()):
+  """Every ratio line equals numerator[field] / denominator[field] of printed lines."""
+  measured = {(line['impl'], *key(line)): line for line in lines if field in line}
+  ratios = [line for line in lines if 'ratio' in line]
+  assert sorted((r['numerator'], r['denominator'], *key(r)) for r in ratios) == sorted(
+      expected_pairs)
+  for r in ratios:
+    assert r['field'] == field
+    num, den = measured[(r['numerator'], *key(r))], measured[(r['denominator'], *key(r))]
+    assert r['ratio'] == pytest.approx(num[field] / den[field], rel=1e-12)
 
 
 def test_score_benchmark_smoke(capsys):
-  rates = score_benchmark.main(['--smoke'])
-  lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-  by_impl = {line['impl']: line for line in lines if 'impl' in line and 'seconds' in line}
-  assert by_impl['tod_jax_kept_outputs']['forward_passes_per_image'] == 1
-  assert by_impl['tod_jax_two_pass']['forward_passes_per_image'] == 2
-  for line in by_impl.values():
-    assert line['pool'] == 24 and line['images_per_s'] > 0
-  assert set(rates) == set(by_impl)
-  assert 'kept_vs_two_pass' in lines[-1]['ratios']
+  lines = _printed(capsys, score_benchmark.main(['--smoke', '--peak_tflops=2']))
+  measured = [line for line in lines if 'seconds' in line]
+  impls = sorted({line['impl'] for line in measured})
+  torch_impls = [i for i in impls if i.startswith('torch')]
+  assert len(torch_impls) == int(HAVE_TORCH)
+  assert len(measured) == len(impls) * 2  # Pools 16 and 24, chunk 8.
+  for line in measured:
+    passes = {'tod_jax_kept_outputs': 1}.get(line['impl'], 2)
+    assert line['forward_passes_per_image'] == passes and line['chunk'] == 8
+    assert line['images_per_s'] == pytest.approx(line['pool'] / line['seconds'])
+    assert line['flops'] > 0 and line['flop_floor_seconds'] == pytest.approx(
+        line['flops'] / 2e12)
+    assert line['seconds_over_flop_floor'] == pytest.approx(
+        line['seconds'] / line['flop_floor_seconds'])
+  flops = {line['pool']: line['flops'] for line in measured
+           if line['impl'] == 'tod_jax_kept_outputs'}
+  assert flops[24] == pytest.approx(flops[16] * 24 / 16)  # Per-image FLOPs times images.
+  pairs = [('tod_jax_kept_outputs', 'tod_jax_two_pass', p) for p in (16, 24)]
+  pairs += [(a, t, p) for t in torch_impls for p in (16, 24)
+            for a in ('tod_jax_kept_outputs', 'tod_jax_two_pass')]
+  _check_ratios(lines, 'images_per_s', pairs, key=lambda line: (line['pool'],))
+  if not HAVE_TORCH:
+    assert any(line.get('impl') == 'torch_two_pass' and 'skipped' in line for line in lines)
+
+
+def test_flop_floor_needs_the_peak():
+  assert bench_utils.flop_floor(3e12, 6.0, None) == {'flops': 3e12}
+  assert bench_utils.flop_floor(3e12, 6.0, 1.5) == {
+      'flops': 3e12, 'peak_tflops': 1.5, 'flop_floor_seconds': 2.0, 'seconds_over_flop_floor': 3.0}
+
+
+def test_train_benchmark_smoke(capsys):
+  lines = _printed(capsys, train_benchmark.main(['--smoke']))
+  measured = [line for line in lines if 'seconds' in line]
+  assert [line['impl'] for line in measured][0] == 'tod_jax'
+  assert len(measured) == 1 + int(HAVE_TORCH)
+  for line in measured:
+    assert (line['batch'], line['unlabeled_batch'], line['steps']) == (8, 8, 2)
+    assert line['labeled_images_per_s'] == pytest.approx(2 * 8 / line['seconds'])
+    assert line['images_per_s'] == pytest.approx(2 * line['labeled_images_per_s'])
+    assert line['host_peak_rss_bytes'] > 0
+  assert measured[0]['compile_seconds'] > 0
+  if HAVE_TORCH:
+    _check_ratios(lines, 'labeled_images_per_s', [('tod_jax', measured[1]['impl'])])
+  else:
+    assert lines[-1]['impl'] == 'torch' and 'skipped' in lines[-1]
+
+
+def test_torch_baselines_are_skipped_without_torch(capsys, monkeypatch):
+  monkeypatch.setitem(sys.modules, 'torch', None)  # `import torch` now raises ImportError.
+  lines = _printed(capsys, score_benchmark.main(['--smoke', '--impl=torch']))
+  assert len(lines) == 1 and lines[0]['impl'] == 'torch_two_pass'
+  assert 'pip install torch==2.13.0' in lines[0]['skipped']
+
+
+def test_cycle_benchmark_fraction_smoke(capsys):
+  # Pool round(0.004 * 50,000) = 200 synthetic CIFAR-shaped images, test 40; digits' protocol
+  # (10% start, 5% budget) cut to 2 cycles of 2 epochs (one step each: batch 32).
+  lines = _printed(capsys, cycle_benchmark.main(['--smoke', '--fraction=0.004']))
+  cycles, fraction, full = lines[:2], lines[2], lines[3]
+  assert len(lines) == 4 and [c['cycle'] for c in cycles] == [1, 2]
+  assert [c['num_labeled'] for c in cycles] == [20, 30]
+  assert [c['candidates'] for c in cycles] == [180, 170]
+  assert [c['train_steps'] for c in cycles] == [2, 2]
+  for c in cycles:
+    assert (c['pool'], c['test']) == (200, 40)
+    phases = [c[f'{p}_seconds'] for p in ('train', 'evaluate', 'score', 'select', 'checkpoint')]
+    assert min(phases) >= 0 and c['total_seconds'] == pytest.approx(sum(phases))
+    # Rates per image computed: the last chunk is padded (digits' chunk: 512).
+    assert c['chunk'] == 512
+    assert c['score_seconds_per_image'] == pytest.approx(c['score_seconds'] / 512)
+    assert c['evaluate_seconds_per_image'] == pytest.approx(c['evaluate_seconds'] / (2 * 512))
+    assert c['host_peak_rss_bytes'] > 0
+  # The estimate of the fractional run, from cycle 2's rates, sums its parts.
+  assert fraction['measured_seconds'] > 0 and fraction['rates_from_cycle'] == 2
+  assert (fraction['protocol_train_steps'], fraction['protocol_scored_images']) == (4, 350)
+  rates = cycles[1]
+  assert rates['train_step_seconds'] == pytest.approx(
+      rates['train_seconds'] - rates['train_first_step_seconds'])
+  assert fraction['estimated_train_seconds'] == pytest.approx(4 * rates['train_step_seconds'])
+  # Cycle 1 runs COD's two passes (no kept outputs yet), cycle 2 one: 3 padded chunks.
+  assert fraction['estimated_score_seconds'] == pytest.approx(
+      3 * 512 * rates['score_seconds_per_image'])
+  # CIFAR-10 sizes, 200 epochs: 5,000 + 7,500 labeled, batch 32: 200 x (157 + 235) steps;
+  # 45,000 + 42,500 scored.
+  assert (full['protocol_pool'], full['protocol_test'], full['protocol_epochs']) == (
+      50_000, 10_000, 200)
+  assert (full['protocol_train_steps'], full['protocol_scored_images']) == (78_400, 87_500)
+  assert full['estimated_train_seconds'] == pytest.approx(78_400 * rates['train_step_seconds'])
+  for line in (fraction, full):
+    assert line['estimate'] == 'from measured rates'
+    assert line['estimated_seconds'] == pytest.approx(
+        line['estimated_train_seconds'] + line['estimated_score_seconds'] +
+        line['estimated_other_seconds'])
+  assert math.isfinite(full['estimated_seconds'])
