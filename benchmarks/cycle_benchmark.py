@@ -43,7 +43,7 @@ from tod_jax import (checkpointing, driver, input_pipeline, models, selection,  
                      strategies, train)
 from tod_jax.scoring import Scorer  # noqa: E402
 from tod_jax.sharded_map import make_mesh  # noqa: E402
-from tod_jax.train_state import create_optimizer, create_train_state, init_variables  # noqa: E402
+from tod_jax.train_state import create_optimizer, create_train_state, init_variables, lr_decay_step  # noqa: E402
 
 CIFAR10_POOL, CIFAR10_TEST = 50_000, 10_000
 
@@ -99,8 +99,8 @@ def run_cycles(config, dataset, num_cycles, workdir):
     for cycle in range(1, num_cycles + 1):
       unlabeled = np.setdiff1d(np.arange(dataset.pool_size), labeled)
       n_steps = config.num_epochs * train.steps_per_epoch(len(labeled), config.batch_size)
-      state = create_train_state(model, variables, create_optimizer(config, n_steps),
-                                 ema_variables, step)
+      state = create_train_state(model, variables, create_optimizer(config), ema_variables,
+                                 step, decay_step=lr_decay_step(config, n_steps))
       np_rng = np.random.default_rng([config.seed, cycle])
       first_step = {}
 

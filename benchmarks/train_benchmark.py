@@ -58,7 +58,7 @@ def bench_jax(config, dataset, steps):
   """(compile_seconds, seconds for `steps` steps) of train.train_cycle."""
   model = models.create_model(config.model, dataset.num_classes)
   variables = init_variables(model, jax.random.PRNGKey(config.seed), dataset.image_shape)
-  state = create_train_state(model, variables, create_optimizer(config, steps + 1))
+  state = create_train_state(model, variables, create_optimizer(config))
   step_fn = train.make_train_step(config, dataset)
   batch = config.batch_size
   labeled, unlabeled = np.arange(steps * batch), np.arange(steps * batch, dataset.pool_size)

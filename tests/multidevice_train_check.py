@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import digits  # pylint: disable=wrong-import-position
 from tod_jax import input_pipeline, models, train  # pylint: disable=wrong-import-position
 from tod_jax.sharded_map import DATA_AXIS, make_mesh  # pylint: disable=wrong-import-position
-from tod_jax.train_state import create_optimizer, create_train_state, init_variables  # pylint: disable=wrong-import-position
+from tod_jax.train_state import create_optimizer, create_train_state, init_variables, lr_decay_step  # pylint: disable=wrong-import-position
 
 
 def tiny_config():
@@ -43,7 +43,8 @@ def check_augmentation_is_sharding_invariant(ds, devices):
 
 def train_once(config, ds, model, variables, mesh):
   """One epoch of 3 steps; returns (state, epoch metrics) as NumPy."""
-  state = create_train_state(model, jax.tree.map(jnp.copy, variables), create_optimizer(config, 3))
+  state = create_train_state(model, jax.tree.map(jnp.copy, variables), create_optimizer(config),
+                             decay_step=lr_decay_step(config, 3))
   state, metrics = train.train_cycle(state, ds, np.arange(96), np.arange(96, 400), config,
                                      np.random.default_rng(0), jax.random.PRNGKey(0), cycle=1,
                                      mesh=mesh)

@@ -57,7 +57,7 @@ def test_module_predicts_one_loss_per_sample(setup):
 def _step(config, ds, model, variables, head, detach):
   config.crop_padding, config.flip = 0, False
   state = create_train_state(model, jax.tree.map(jnp.copy, variables),
-                             create_optimizer(config, 100),
+                             create_optimizer(config),
                              loss_head_params=jax.tree.map(jnp.copy, head) if head else None)
   labeled = {'image': ds.train_images[:32], 'label': ds.train_labels[:32]}
   unlabeled = {'image': ds.train_images[32:48]}

@@ -100,7 +100,7 @@ def real_setup():
   init = lambda seed: init_variables(model, jax.random.PRNGKey(seed), ds.image_shape)
   head = loss_prediction.init_params(model, init(0), jax.random.PRNGKey(9), ds.image_shape)
   config = ml_config()
-  state = create_train_state(model, init(0), create_optimizer(config, 1), init(1),
+  state = create_train_state(model, init(0), create_optimizer(config), init(1), decay_step=0,
                              loss_head_params=head)
   scorer = scoring.Scorer(model, ds.mean, ds.std, 'softmax', chunk_size=64)
   return ds, model, state, init(2), scorer, config

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tod_jax import input_pipeline, models, tod, train
-from tod_jax.train_state import create_optimizer, create_train_state, init_variables
+from tod_jax.train_state import create_optimizer, create_train_state, init_variables, lr_decay_step
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def setup(tiny_config):
 
 def _state(config, model, variables, steps=100):
   return create_train_state(model, jax.tree.map(jnp.copy, variables),
-                            create_optimizer(config, steps))
+                            create_optimizer(config), decay_step=lr_decay_step(config, steps))
 
 
 def test_train_step_lowers_the_loss_on_a_fixed_batch(setup):
@@ -90,7 +90,7 @@ def test_gradient_is_that_of_ce_plus_lambda_tod(setup):
   chex.assert_trees_all_close(new_state.params, expected, rtol=1e-4, atol=1e-6)
 
 
-def test_step_compiles_once_per_shape(setup):
+def test_step_compiles_once_per_run(setup):
   config, ds, model, variables, labeled, unlabeled = setup
   traced = []
   original = train.train_step
@@ -100,31 +100,38 @@ def test_step_compiles_once_per_shape(setup):
     return original(*args, **kwargs)
 
   train.train_step = counting_step
+  train._make_step.cache_clear()  # pylint: disable=protected-access
   try:
-    step = train.make_train_step(config, ds)
-    state = _state(config, model, variables)
-    for i in range(3):
-      state, _ = step(state, labeled, unlabeled, jax.random.PRNGKey(i))
+    for steps in (100, 37):  # Two cycles: another state, optimizer state and lr boundary.
+      step = train.make_train_step(config, ds)
+      state = _state(config, model, variables, steps)
+      for i in range(3):
+        state, _ = step(state, labeled, unlabeled, jax.random.PRNGKey(i))
   finally:
     train.train_step = original
+    train._make_step.cache_clear()  # pylint: disable=protected-access
   assert len(traced) == 1
 
 
 def test_lr_schedule_decays_after_80_percent(tiny_config):
   tiny_config.weight_decay, tiny_config.momentum = 0.0, 0.0
-  tx = create_optimizer(tiny_config, steps=10)
+  model = models.create_model('small_cnn', 10)
   params = {'w': jnp.zeros(())}
-  opt_state = tx.init(params)
-  lrs = []
-  for _ in range(10):
-    u, opt_state = tx.update({'w': jnp.ones(())}, opt_state, params)
-    lrs.append(-float(u['w']))
-  np.testing.assert_allclose(lrs, [0.05] * 8 + [0.005] * 2, rtol=1e-6)
+  for steps, boundary in ((10, 8), (7, 5)):  # int(0.8 * steps); one optimizer for both.
+    state = create_train_state(model, {'params': params, 'batch_stats': {}},
+                               create_optimizer(tiny_config),
+                               decay_step=lr_decay_step(tiny_config, steps))
+    opt_state, lrs = state.opt_state, []
+    for _ in range(steps):
+      u, opt_state = state.tx.update({'w': jnp.ones(())}, opt_state, params)
+      lrs.append(-float(u['w']))
+    np.testing.assert_allclose(lrs, [0.05] * boundary + [0.005] * (steps - boundary), rtol=1e-6)
+  assert create_optimizer(tiny_config) is create_optimizer(tiny_config)
 
 
 def test_weight_decay_is_added_to_the_gradient(tiny_config):
   tiny_config.momentum = 0.0
-  tx = create_optimizer(tiny_config, steps=10)
+  tx = create_optimizer(tiny_config)
   params = {'w': jnp.array(2.0)}
   u, _ = tx.update({'w': jnp.array(1.0)}, tx.init(params), params)
   chex.assert_trees_all_close(u['w'], -0.05 * (1.0 + 5e-4 * 2.0))
@@ -148,7 +155,7 @@ def test_cyclic_loss_baseline_is_the_fixed_previous_model(setup):
   config.loss_baseline, config.crop_padding, config.flip = 'cyclic', 0, False
   previous = init_variables(model, jax.random.PRNGKey(1), ds.image_shape)
   state = create_train_state(model, jax.tree.map(jnp.copy, variables),
-                             create_optimizer(config, 100), loss_baseline=previous)
+                             create_optimizer(config), loss_baseline=previous)
   step = train.make_train_step(config, ds)
   new_state, m = step(state, labeled, unlabeled, jax.random.PRNGKey(0))
   prep = lambda im: input_pipeline.normalize(jnp.asarray(im), ds.mean, ds.std)

@@ -19,7 +19,8 @@ import numpy as np
 
 from tod_jax import checkpointing, models, train
 from tod_jax.input_pipeline import Dataset
-from tod_jax.train_state import create_optimizer, create_train_state, init_variables
+from tod_jax.train_state import (create_optimizer, create_train_state, init_variables,
+                                 lr_decay_step)
 
 DEFAULT_BASELINE = '1epoch'
 _INTERVAL = re.compile(r'^(\d+)(steps?|epochs?)$')
@@ -88,7 +89,8 @@ def train_candidate(config: ml_collections.ConfigDict, dataset: Dataset, labeled
     for spec in wanted.get(steps_done, ()):
       baselines[spec] = jax.tree.map(jnp.copy, state.variables)
 
-  state = create_train_state(model, variables, create_optimizer(config, total))
+  state = create_train_state(model, variables, create_optimizer(config),
+                             decay_step=lr_decay_step(config, total))
   state, metrics = train.train_cycle(
       state, dataset, labeled, unlabeled, config, np.random.default_rng(config.seed),
       jax.random.fold_in(key, 1), cycle=1, on_step=keep_baselines)

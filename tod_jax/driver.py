@@ -20,7 +20,8 @@ from tod_jax import (checkpointing, input_pipeline, labels, loss_prediction, met
                      strategies, tod, train)
 from tod_jax.scoring import Scorer
 from tod_jax.sharded_map import make_mesh
-from tod_jax.train_state import create_optimizer, create_train_state, init_variables
+from tod_jax.train_state import (create_optimizer, create_train_state, init_variables,
+                                 lr_decay_step)
 
 # Config fields that may change when a run is resumed.
 RESUMABLE_CHANGES = frozenset(
@@ -200,7 +201,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     key = jax.random.fold_in(base_key, 1)
     first_cycle = 1
   else:
-    abstract = _model_tree(create_train_state(model, init_vars, create_optimizer(config, 1),
+    abstract = _model_tree(create_train_state(model, init_vars, create_optimizer(config),
                                               loss_head_params=init_head), base_key)
     tree, meta, strategy_state = checkpointer.restore(last, abstract)
     labeled, records = np.asarray(meta['labeled'], np.int64), meta['records']
@@ -229,8 +230,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
       unlabeled = np.setdiff1d(np.arange(dataset.pool_size), labeled)
       n_steps = config.num_epochs * train.steps_per_epoch(len(labeled), config.batch_size)
       cyclic = config.semi and config.loss_baseline == 'cyclic'
-      state = create_train_state(model, variables, create_optimizer(config, n_steps),
-                                 ema_variables, step, loss_head_params=head_params,
+      state = create_train_state(model, variables, create_optimizer(config), ema_variables,
+                                 step, decay_step=lr_decay_step(config, n_steps),
+                                 loss_head_params=head_params,
                                  loss_baseline=baseline if cyclic else None)
       np_rng = np.random.default_rng([config.seed, cycle])
 

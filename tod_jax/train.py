@@ -165,9 +165,16 @@ def make_train_step(config: ml_collections.ConfigDict, dataset: Dataset,
   """
   mesh = mesh if mesh is not None else make_mesh()
   check_batch_sizes(config, mesh)
+  return _make_step(ml_collections.FrozenConfigDict(config), tuple(dataset.mean),
+                    tuple(dataset.std), dataset.ignore_label, mesh, indexed)
+
+
+@functools.lru_cache(maxsize=16)
+def _make_step(config: ml_collections.FrozenConfigDict, mean: tuple, std: tuple,
+               ignore_label: Optional[int], mesh: Mesh, indexed: bool) -> Callable:
+  """make_train_step's step, one per setting, so every cycle of a run reuses its compilation."""
   replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
-  kwargs = dict(config=ml_collections.FrozenConfigDict(config), mean=tuple(dataset.mean),
-                std=tuple(dataset.std), ignore_label=dataset.ignore_label)
+  kwargs = dict(config=config, mean=mean, std=std, ignore_label=ignore_label)
   if indexed:
     fn, batch_shardings = functools.partial(_indexed_train_step, **kwargs), (
         replicated, sharded, sharded)

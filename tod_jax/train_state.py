@@ -1,6 +1,7 @@
 """The train state: params, BatchNorm statistics, optimizer state and the EMA model."""
 
-from typing import Any
+import functools
+from typing import Any, Optional
 
 import chex
 import flax.linen as nn
@@ -35,17 +36,38 @@ class TrainState(train_state.TrainState):
     return {'params': self.ema_params, 'batch_stats': self.ema_batch_stats}
 
 
-def create_optimizer(config: ml_collections.ConfigDict, steps: int) -> optax.GradientTransformation:
-  """SGD+momentum+weight decay (or Adam); lr x lr_decay_factor after lr_decay_at of `steps`."""
-  schedule = optax.piecewise_constant_schedule(
-      config.learning_rate, {int(config.lr_decay_at * steps): config.lr_decay_factor})
-  if config.optimizer == 'sgd':
+NO_DECAY = 2**31 - 1  # decay_step that never comes.
+
+
+def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """SGD+momentum+weight decay (or Adam); lr x lr_decay_factor from step `decay_step` on.
+
+  `decay_step` is a hyperparameter in the optimizer state (optax.inject_hyperparams),
+  set per cycle by create_train_state, so every cycle of a run shares one
+  transformation and the jitted train step compiles once per run.
+  """
+  if config.optimizer not in ('sgd', 'adam'):
+    raise ValueError(f"Unknown optimizer {config.optimizer!r}; use 'sgd' or 'adam'.")
+  return _optimizer(config.optimizer, config.learning_rate, config.momentum,
+                    config.weight_decay, config.lr_decay_factor)
+
+
+@functools.lru_cache(maxsize=32)
+def _optimizer(kind: str, learning_rate: float, momentum: float, weight_decay: float,
+               decay_factor: float) -> optax.GradientTransformation:
+
+  def make(decay_step):
+    schedule = lambda count: learning_rate * jnp.where(count >= decay_step, decay_factor, 1.0)
     # PyTorch-style coupled weight decay, as in the paper's protocol.
-    return optax.chain(optax.add_decayed_weights(config.weight_decay),
-                       optax.sgd(schedule, momentum=config.momentum))
-  if config.optimizer == 'adam':
-    return optax.chain(optax.add_decayed_weights(config.weight_decay), optax.adam(schedule))
-  raise ValueError(f"Unknown optimizer {config.optimizer!r}; use 'sgd' or 'adam'.")
+    update = (optax.sgd(schedule, momentum=momentum) if kind == 'sgd'
+              else optax.adam(schedule))
+    return optax.chain(optax.add_decayed_weights(weight_decay), update)
+  return optax.inject_hyperparams(make)(decay_step=NO_DECAY)
+
+
+def lr_decay_step(config: ml_collections.ConfigDict, num_steps: int) -> int:
+  """The step of a `num_steps` cycle from which the learning rate is decayed."""
+  return int(config.lr_decay_at * num_steps)
 
 
 def init_variables(model: nn.Module, rng: chex.PRNGKey, image_shape: tuple[int, ...]) -> dict:
@@ -57,19 +79,26 @@ def init_variables(model: nn.Module, rng: chex.PRNGKey, image_shape: tuple[int, 
 
 def create_train_state(model: nn.Module, variables: dict, tx: optax.GradientTransformation,
                        ema_variables: dict | None = None, step: int = 0, *,
-                       loss_head_params: Any = None,
+                       decay_step: Optional[int] = None, loss_head_params: Any = None,
                        loss_baseline: dict | None = None) -> TrainState:
   """A fresh optimizer state around `variables`; the EMA model starts as a copy unless given.
 
-  The train step donates the state's buffers, so the EMA model and the loss
-  baseline get their own copies.
+  `decay_step` (see create_optimizer and lr_decay_step): the step from which the
+  learning rate is decayed; None: never. The train step donates the state's
+  buffers, so the EMA model and the loss baseline get their own copies.
   """
+  def init(params):
+    opt_state = tx.init(params)
+    opt_state.hyperparams['decay_step'] = jnp.asarray(
+        NO_DECAY if decay_step is None else decay_step, jnp.int32)
+    return opt_state
+
   ema_variables = ema_variables or jax.tree.map(jnp.copy, variables)
-  head_opt_state = None if loss_head_params is None else tx.init(loss_head_params)
+  head_opt_state = None if loss_head_params is None else init(loss_head_params)
   if loss_baseline is not None:
     loss_baseline = jax.tree.map(jnp.copy, loss_baseline)
   return TrainState(step=jnp.asarray(step, jnp.int32), apply_fn=model.apply,
-                    params=variables['params'], tx=tx, opt_state=tx.init(variables['params']),
+                    params=variables['params'], tx=tx, opt_state=init(variables['params']),
                     batch_stats=variables['batch_stats'], ema_params=ema_variables['params'],
                     ema_batch_stats=ema_variables['batch_stats'],
                     loss_head_params=loss_head_params, loss_head_opt_state=head_opt_state,
