@@ -191,7 +191,10 @@ def tsne_points(run: Run, cycle: int, max_labeled: int, seed: int = 0
   probs = _softmax(np.asarray(
       run.scorer.logits(run.variables(tree), run.dataset.train_images, indices), np.float64))
   perplexity = float(min(30, max(2, (len(indices) - 1) // 3)))
-  points = TSNE(2, perplexity=perplexity, init='pca', random_state=seed).fit_transform(probs)
+  # Exact gradients are faster than Barnes-Hut below about a thousand points (measured here).
+  method = 'exact' if len(indices) <= 1000 else 'barnes_hut'
+  points = TSNE(2, perplexity=perplexity, init='pca', method=method,
+                random_state=seed).fit_transform(probs)
   return (points, run.dataset.train_labels[indices],
           np.arange(len(indices)) >= len(labeled))
 
@@ -228,16 +231,23 @@ def _bin_labels(bin_fraction: float, num_bins: int) -> list[str]:
 
 
 def analyze(workdir: str, compare_workdirs: Sequence[str] = (), tsne_cycle: int = 0,
-            tsne_max_labeled: int = 2000, bin_fraction: float = 0.05) -> str:
+            tsne_max_labeled: int = 1000, bin_fraction: float = 0.05) -> str:
   """Writes every table and figure under workdir/analysis; returns that directory."""
-  plt = _pyplot()
+  _pyplot()  # Fails fast without matplotlib, before any work.
   out_dir = os.path.join(workdir, SUBDIR)
   os.makedirs(out_dir, exist_ok=True)
   run = Run(workdir)
   try:
     data = collect(run)
+    _write_all(run, data, out_dir, compare_workdirs, tsne_cycle, tsne_max_labeled, bin_fraction)
   finally:
     run.close()
+  return out_dir
+
+
+def _write_all(run: Run, data: list[CycleData], out_dir: str, compare_workdirs: Sequence[str],
+               tsne_cycle: int, tsne_max_labeled: int, bin_fraction: float) -> None:
+  plt, workdir = _pyplot(), run.workdir
   path = functools.partial(os.path.join, out_dir)
   names = list(data[0].scores)
   summary = [f'# Loss-estimation diagnostics: {workdir}', '',
@@ -292,22 +302,27 @@ def analyze(workdir: str, compare_workdirs: Sequence[str] = (), tsne_cycle: int 
   _write_csv(path('recall.csv'), ['score', 'cycle'] + [f'{f:g}' for f in RECALL_FRACTIONS],
              [[n, d.cycle] + list(r[i]) for n, r in recall.items()
               for i, d in enumerate(data)])
-  fig, ax = plt.subplots(figsize=(5.5, 3.8))
-  for n, r in recall.items():
-    ax.plot(RECALL_FRACTIONS, r.mean(0), marker='o', markersize=3, label=n)
-  ax.plot(RECALL_FRACTIONS, RECALL_FRACTIONS, ':', color='grey', label='random (expected)')
-  ax.set_xlabel('fraction of the unlabeled pool sampled')
-  ax.set_ylabel('recall of the highest-loss samples')
-  ax.set_title(f'Fig. 6: loss estimation, mean over cycles {cycles[0]}-{cycles[-1]}')
-  ax.legend(fontsize=8)
+  # Cycle 1's COD compares with the initial weights (a different regime): its own panel.
+  groups = [(f'cycle {cycles[0]}', slice(0, 1))]
+  if len(data) > 1:
+    groups.append((f'cycles {cycles[1]}-{cycles[-1]} (mean)', slice(1, None)))
+  fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 3.8), squeeze=False)
+  summary += ['', '## Recall of the highest-loss samples (Fig. 6)', '',
+              '| score | cycles | ' + ' | '.join(f'{100 * f:g}%' for f in RECALL_FRACTIONS) +
+              ' |', '|---|---|' + '---|' * len(RECALL_FRACTIONS)]
+  for ax, (title, part) in zip(axes[0], groups):
+    for n, r in recall.items():
+      ax.plot(RECALL_FRACTIONS, r[part].mean(0), marker='o', markersize=3, label=n)
+      summary.append(f'| {n} | {title} | ' +
+                     ' | '.join(f'{v:.3f}' for v in r[part].mean(0)) + ' |')
+    ax.plot(RECALL_FRACTIONS, RECALL_FRACTIONS, ':', color='grey', label='random (expected)')
+    ax.set_xlabel('fraction of the unlabeled pool sampled')
+    ax.set_ylabel('recall of the highest-loss samples')
+    ax.set_title(f'Fig. 6: {title}', fontsize=10)
+    ax.legend(fontsize=8)
   _save(fig, path('fig6_recall.png'))
-  summary += ['', '## Recall of the highest-loss samples (Fig. 6), mean over cycles', '',
-              '| score | ' + ' | '.join(f'{100 * f:g}%' for f in RECALL_FRACTIONS) + ' |',
-              '|---|' + '---|' * len(RECALL_FRACTIONS)]
-  summary += [f'| {n} | ' + ' | '.join(f'{v:.3f}' for v in r.mean(0)) + ' |'
-              for n, r in recall.items()]
-  summary.append(f'| random (expected) | ' + ' | '.join(f'{f:.3f}' for f in RECALL_FRACTIONS)
-                 + ' |')
+  summary.append('| random (expected) | any | ' +
+                 ' | '.join(f'{f:.3f}' for f in RECALL_FRACTIONS) + ' |')
 
   # Fig. 7: COD over other numbers of gradient steps.
   summary += ['', '## COD over different numbers of gradient steps (Fig. 7)', '']
@@ -332,12 +347,12 @@ def analyze(workdir: str, compare_workdirs: Sequence[str] = (), tsne_cycle: int 
     ax.legend(fontsize=8)
     _save(fig, path('fig7_cod_intervals.png'))
     summary += ['Baselines kept with config.extra_baselines (steps back clipped to the cycle), '
-                "'1cycle' = w_{c-1}. Spearman with the true loss and recall at 10%, mean over "
-                'cycles:', '', '| baseline | Spearman | recall@10% |', '|---|---|---|']
-    at10 = RECALL_FRACTIONS.index(0.1)
+                "'1cycle' = w_{c-1}. Spearman rank correlation of each COD with the true loss "
+                'per cycle:', '', '| baseline | ' + ' | '.join(f'cycle {c}' for c in cycles) +
+                ' |', '|---|' + '---|' * len(cycles)]
     for spec in specs:
-      rho = np.mean([r[3] for r in rows if r[1] == spec])
-      summary.append(f'| {spec} | {rho:.3f} | {np.mean(curves[spec], 0)[at10]:.3f} |')
+      summary.append(f'| {spec} | ' + ' | '.join(f'{r[3]:.3f}' for r in rows if r[1] == spec)
+                     + ' |')
   else:
     summary.append('Skipped: this run kept no extra baselines. Run it with e.g. '
                    "--config.extra_baselines='5steps,1epoch,5epochs' to get Fig. 7.")
@@ -347,12 +362,13 @@ def analyze(workdir: str, compare_workdirs: Sequence[str] = (), tsne_cycle: int 
   fig, axes = plt.subplots(1, len(workdirs), figsize=(4.2 * len(workdirs), 4.0), squeeze=False)
   tsne_rows = []
   for ax, wd in zip(axes[0], workdirs):
-    other = Run(wd)
+    other = run if wd == workdir else Run(wd)
     try:
       cycle = tsne_cycle or other.cycles[-1]
       points, classes, is_queried = tsne_points(other, cycle, tsne_max_labeled)
     finally:
-      other.close()
+      if other is not run:
+        other.close()
     tsne_rows += [[wd, cycle, x, y, c, int(q)] for (x, y), c, q in
                   zip(points, classes, is_queried)]
     ax.scatter(*points[~is_queried].T, c=classes[~is_queried], cmap='tab10', s=6)
@@ -367,7 +383,6 @@ def analyze(workdir: str, compare_workdirs: Sequence[str] = (), tsne_cycle: int 
               'fig14_tsne.png: labeled samples coloured by class, the cycle\'s queried samples '
               f'as grey crosses; runs: {workdirs}.', '']
   checkpointing.write_atomic(path('summary.md'), '\n'.join(summary))
-  return out_dir
 
 
 def _fmt(value) -> str:
@@ -378,7 +393,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'A run directory (python -m tod_jax.main --workdir).')
 flags.DEFINE_list('compare_workdirs', [], 'Other runs drawn beside it in the t-SNE figure.')
 flags.DEFINE_integer('tsne_cycle', 0, 'Cycle of the t-SNE figure; 0: the last one.')
-flags.DEFINE_integer('tsne_max_labeled', 2000, 'At most this many labeled points in t-SNE.')
+flags.DEFINE_integer('tsne_max_labeled', 1000, 'At most this many labeled points in t-SNE.')
 flags.DEFINE_float('bin_fraction', 0.05, 'Width of the COD-ranked bins of Fig. 5.')
 flags.mark_flags_as_required(['workdir'])
 
