@@ -371,8 +371,9 @@ def _write_all(run: Run, data: list[CycleData], out_dir: str, compare_workdirs: 
         other.close()
     tsne_rows += [[wd, cycle, x, y, c, int(q)] for (x, y), c, q in
                   zip(points, classes, is_queried)]
-    ax.scatter(*points[~is_queried].T, c=classes[~is_queried], cmap='tab10', s=6)
-    ax.scatter(*points[is_queried].T, c='grey', s=8, marker='x')
+    ax.scatter(*points[~is_queried].T, c=classes[~is_queried], cmap=_class_colors(plt, other),
+               vmin=0, vmax=other.dataset.num_classes - 1, s=6)
+    ax.scatter(*points[is_queried].T, c='grey', s=10, marker='x', zorder=3)
     ax.set_title(f'{other.config.strategy} (seed {other.config.seed}), cycle {cycle}',
                  fontsize=9)
     ax.set_xticks([])
@@ -383,6 +384,16 @@ def _write_all(run: Run, data: list[CycleData], out_dir: str, compare_workdirs: 
               'fig14_tsne.png: labeled samples coloured by class, the cycle\'s queried samples '
               f'as grey crosses; runs: {workdirs}.', '']
   checkpointing.write_atomic(path('summary.md'), '\n'.join(summary))
+
+
+def _class_colors(plt, run: Run):
+  """Class colours without grey (grey marks the queried samples)."""
+  from matplotlib.colors import ListedColormap  # pylint: disable=import-outside-toplevel
+  if run.dataset.num_classes > 10:
+    return plt.get_cmap('turbo')
+  colors = list(plt.get_cmap('tab10').colors)
+  colors[7] = (0.0, 0.0, 0.0)  # tab10's grey -> black.
+  return ListedColormap(colors[:max(2, run.dataset.num_classes)])
 
 
 def _fmt(value) -> str:
