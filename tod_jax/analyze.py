@@ -401,12 +401,16 @@ def _fmt(value) -> str:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'A run directory (python -m tod_jax.main --workdir).')
-flags.DEFINE_list('compare_workdirs', [], 'Other runs drawn beside it in the t-SNE figure.')
-flags.DEFINE_integer('tsne_cycle', 0, 'Cycle of the t-SNE figure; 0: the last one.')
-flags.DEFINE_integer('tsne_max_labeled', 1000, 'At most this many labeled points in t-SNE.')
-flags.DEFINE_float('bin_fraction', 0.05, 'Width of the COD-ranked bins of Fig. 5.')
-flags.mark_flags_as_required(['workdir'])
+
+
+def define_flags() -> None:
+  """Defined only when run as a program, so tests can import `analyze` beside other CLIs."""
+  flags.DEFINE_string('workdir', None, 'A run directory (python -m tod_jax.main --workdir).')
+  flags.DEFINE_list('compare_workdirs', [], 'Other runs drawn beside it in the t-SNE figure.')
+  flags.DEFINE_integer('tsne_cycle', 0, 'Cycle of the t-SNE figure; 0: the last one.')
+  flags.DEFINE_integer('tsne_max_labeled', 1000, 'At most this many labeled points in t-SNE.')
+  flags.DEFINE_float('bin_fraction', 0.05, 'Width of the COD-ranked bins of Fig. 5.')
+  flags.mark_flags_as_required(['workdir'])
 
 
 def main(argv):
@@ -419,4 +423,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)
