@@ -51,8 +51,8 @@ def test_sampling_time_table_by_hand():
                                                            score_seconds=0.01)]
   table = compare.sampling_time_markdown(rows, 'a test machine')
   assert 'on a test machine' in table
-  assert '| cod | 2.00 ± 1.00 | 3 |' in table  # Mean 2, sample std 1.
-  assert '| random | 0.01 ± 0.00 | 1 |' in table
+  assert '| cod | 2.00 ± 1.00 | 2.00 | 3 |' in table  # Mean 2, sample std 1; cycle 2 alone.
+  assert '| random | 0.01 ± 0.00 | — | 1 |' in table
 
 
 def test_runner_writes_all_three_outputs(tmp_path):
