@@ -31,6 +31,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.strategy = 'cod'  # A name in tod_jax.strategies.STRATEGIES.
   config.pool_subset = 0  # Score a random subset of this many unlabeled samples; 0: all.
   config.reinit_each_cycle = False  # The authors' code continues from the last cycle's weights.
+  config.label_noise = 0.0  # Flip each pool label to another class with this probability (Fig. 9).
+  config.label_noise_seed = 0  # Seed of those flips, apart from config.seed: one noisy pool for all runs.
   config.labels = 'oracle'  # 'oracle': ground truth labels queries (benchmarks); 'ledger': a person (labels.py).
 
   # Optimization (per cycle; optimizer state and schedule restart each cycle).
@@ -56,6 +58,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.kept_outputs_dtype = 'float32'  # 'float32' or 'bfloat16' storage of kept outputs.
   config.kept_outputs_max_bytes = 2**30  # Above this COD runs both models instead (logged once).
   config.loss_baseline = 'ema'  # Baseline of Eq. 7: 'ema' (paper) or 'cyclic' (w_{c-1}, fixed; Fig. 12).
+
+  config.extra_baselines = ''  # Also keep w_c this many steps/epochs back, e.g. '5steps,1epoch' (Fig. 7).
 
   # Other strategies.
   config.mc_samples = 10  # T stochastic forward passes for 'mc_dropout' and 'bald'.

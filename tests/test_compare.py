@@ -35,6 +35,26 @@ def test_ablation_plan_is_table_one():
   assert compare.run_dir('/w', 'Base+Semi', 1) == os.path.join('/w', 'base_semi_seed1')
 
 
+def test_label_noise_sweep_plan_names_each_probability():
+  config = make_tiny_config()
+  plan = compare.plan_runs(config, ['cod', 'random'], [0], label_noises=[0, 0.2])
+  assert [(n, c.strategy, c.label_noise) for n, _, c in plan] == [
+      ('cod_noise0', 'cod', 0.0), ('random_noise0', 'random', 0.0),
+      ('cod_noise0.2', 'cod', 0.2), ('random_noise0.2', 'random', 0.2)]
+  assert compare.run_dir('/w', plan[2][0], 1) == os.path.join('/w', 'cod_noise0.2_seed1')
+  assert [n for n, _, _ in compare.plan_runs(config, ['cod'], [0])] == ['cod']  # No sweep.
+
+
+def test_sampling_time_table_by_hand():
+  rows = [dict(_row('cod', s, c, 0.9), score_seconds=t) for s, c, t in
+          ((0, 1, 1.0), (0, 2, 2.0), (1, 1, 3.0))] + [dict(_row('random', 0, 1, 0.9),
+                                                           score_seconds=0.01)]
+  table = compare.sampling_time_markdown(rows, 'a test machine')
+  assert 'on a test machine' in table
+  assert '| cod | 2.00 ± 1.00 | 2.00 | 3 |' in table  # Mean 2, sample std 1; cycle 2 alone.
+  assert '| random | 0.01 ± 0.00 | — | 1 |' in table
+
+
 def test_runner_writes_all_three_outputs(tmp_path):
   config = make_tiny_config()
   config.num_cycles, config.num_epochs = 1, 1
@@ -47,6 +67,7 @@ def test_runner_writes_all_three_outputs(tmp_path):
                              [r['test_accuracy'] for r in rows])
   summary = (tmp_path / 'summary.md').read_text()
   assert '| random |' in summary and '| entropy |' in summary and '**' in summary
+  assert 'seconds per query step' in summary and compare.machine_name() in summary
   with open(tmp_path / 'learning_curves.png', 'rb') as f:
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
   # Finished runs are skipped: a second call trains nothing and returns the same rows.

@@ -9,21 +9,19 @@ differs by seed and hyper-parameters (config overrides).
 import dataclasses
 import json
 import os
-import re
 from typing import Iterable, Mapping, Sequence
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from tod_jax import checkpointing, models, train
 from tod_jax.input_pipeline import Dataset
+from tod_jax.snapshots import Snapshots, parse_interval  # noqa: F401 (public here too)
 from tod_jax.train_state import (create_optimizer, create_train_state, init_variables,
                                  lr_decay_step)
 
 DEFAULT_BASELINE = '1epoch'
-_INTERVAL = re.compile(r'^(\d+)(steps?|epochs?)$')
 _CHECKPOINT = 0  # A candidate directory holds one checkpoint, saved under this number.
 
 
@@ -43,16 +41,6 @@ class Candidate:
     return self.baselines[spec]
 
 
-def parse_interval(spec: str, steps_per_epoch: int) -> int:
-  """'5steps' -> 5, '2epochs' -> 2 * steps_per_epoch (singular forms accepted)."""
-  match = _INTERVAL.match(spec)
-  if match is None or int(match.group(1)) < 1:
-    raise ValueError(f'Bad baseline interval {spec!r}; use a positive count followed by '
-                     "'steps' or 'epochs', e.g. '5steps' or '1epoch'.")
-  count = int(match.group(1))
-  return count * steps_per_epoch if match.group(2).startswith('epoch') else count
-
-
 def train_candidate(config: ml_collections.ConfigDict, dataset: Dataset, labeled: np.ndarray,
                     directory: str, baseline_intervals: Iterable[str] = (DEFAULT_BASELINE,)
                     ) -> dict:
@@ -68,39 +56,25 @@ def train_candidate(config: ml_collections.ConfigDict, dataset: Dataset, labeled
                      'pool; set --config.semi=False or label a fraction of the pool.')
   per_epoch = train.steps_per_epoch(len(labeled), config.batch_size)
   total = config.num_epochs * per_epoch
-  offsets = {spec: parse_interval(spec, per_epoch) for spec in baseline_intervals}
-  too_long = {spec: n for spec, n in offsets.items() if n > total}
-  if too_long:
-    raise ValueError(f'Baseline intervals {too_long} (steps) exceed the {total} training steps; '
-                     'shorten them or raise --config.num_epochs.')
-
   model = models.create_model(config.model, dataset.num_classes, config.dropout_rate,
                               config.compute_dtype)
   key = jax.random.PRNGKey(config.seed)
   variables = init_variables(model, jax.random.fold_in(key, 0), dataset.image_shape)
-  # An interval of the whole run makes the initial weights the baseline.
-  baselines = {spec: jax.tree.map(jnp.copy, variables)
-               for spec, n in offsets.items() if n == total}
-  wanted = {}
-  for spec, n in offsets.items():
-    wanted.setdefault(total - n, []).append(spec)
-
-  def keep_baselines(state, steps_done):
-    for spec in wanted.get(steps_done, ()):
-      baselines[spec] = jax.tree.map(jnp.copy, state.variables)
+  snapshots = Snapshots(baseline_intervals, per_epoch, total, variables)
 
   state = create_train_state(model, variables, create_optimizer(config),
                              decay_step=lr_decay_step(config, total))
   state, metrics = train.train_cycle(
       state, dataset, labeled, unlabeled, config, np.random.default_rng(config.seed),
-      jax.random.fold_in(key, 1), cycle=1, on_step=keep_baselines)
+      jax.random.fold_in(key, 1), cycle=1, on_step=snapshots.on_step)
   meta = {'config': json.loads(config.to_json()), 'train_loss': metrics['sup_loss'],
           'steps': total, 'steps_per_epoch': per_epoch,
-          'baselines': {spec: total - n for spec, n in offsets.items()},
+          'baselines': {spec: total - n for spec, n in snapshots.steps_back.items()},
           'labeled': checkpointing.indices_to_json(labeled)}
   checkpointer = checkpointing.Checkpointer(directory)
   try:
-    checkpointer.save(_CHECKPOINT, {'final': state.variables, 'baselines': baselines}, meta)
+    checkpointer.save(_CHECKPOINT, {'final': state.variables, 'baselines': snapshots.variables},
+                      meta)
   finally:
     checkpointer.close()
   return meta

@@ -33,6 +33,10 @@ class Checkpointer:
   def latest_cycle(self) -> Optional[int]:
     return self._manager.latest_step()
 
+  def cycles(self) -> list[int]:
+    """Every saved cycle, ascending."""
+    return sorted(self._manager.all_steps())
+
   def save(self, cycle: int, model_tree: chex.ArrayTree, meta: dict,
            strategy_state: Optional[dict] = None) -> None:
     """Saves and waits until the checkpoint is complete on disk.

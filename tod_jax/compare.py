@@ -5,14 +5,18 @@
 
 Each run lives in DIR/<name>_seed<k> and is resumed or skipped when finished
 (tod_jax.driver.run). Writes DIR/results.csv, DIR/summary.md (mean ± std per
-strategy and cycle, best mean per cycle in bold) and DIR/learning_curves.png.
-`--ablation` runs Table I's variants instead of --strategies.
+strategy and cycle, best mean per cycle in bold, then Table VI: seconds per
+query step) and DIR/learning_curves.png. `--ablation` runs Table I's variants
+instead of --strategies; `--label_noise=0,0.2` repeats every run per label-noise
+probability (Fig. 9), in DIR/<name>_noise<p>_seed<k>.
 """
 
 import csv
 import os
-from typing import Sequence
+import platform
+from typing import Optional, Sequence
 
+import jax
 import ml_collections
 import numpy as np
 from absl import app, flags, logging
@@ -23,19 +27,30 @@ from tod_jax import cli_logging, driver
 # Table I: (row name, strategy, semi).
 ABLATION = (('Base', 'random', False), ('Base+Semi', 'random', True),
             ('Base+Active', 'cod', False), ('Base+Semi+Active', 'cod', True))
-FIELDS = ('strategy', 'seed', 'cycle', 'num_labeled', 'labeled_fraction', 'test_accuracy')
+FIELDS = ('strategy', 'seed', 'cycle', 'num_labeled', 'labeled_fraction', 'test_accuracy',
+          'label_noise', 'score_seconds')
 
 
 def plan_runs(config: ml_collections.ConfigDict, names: Sequence[str], seeds: Sequence[int],
-              ablation: bool = False) -> list[tuple[str, int, ml_collections.ConfigDict]]:
-  """(row name, seed, run config) for every variant and seed."""
+              ablation: bool = False, label_noises: Optional[Sequence[float]] = None
+              ) -> list[tuple[str, int, ml_collections.ConfigDict]]:
+  """(row name, seed, run config) for every variant, label-noise probability and seed.
+
+  Without `label_noises` every run keeps config.label_noise and its plain name;
+  with them, variant `name` at probability p is named `name_noise<p>`.
+  """
   variants = (ABLATION if ablation else [(n, n, config.semi) for n in names])
+  noises = [None] if label_noises is None else [float(p) for p in label_noises]
   runs = []
-  for name, strategy, semi in variants:
-    for seed in seeds:
-      run_config = ml_collections.ConfigDict(config.to_dict())
-      run_config.strategy, run_config.semi, run_config.seed = strategy, semi, int(seed)
-      runs.append((name, int(seed), run_config))
+  for noise in noises:
+    for name, strategy, semi in variants:
+      for seed in seeds:
+        run_config = ml_collections.ConfigDict(config.to_dict())
+        run_config.strategy, run_config.semi, run_config.seed = strategy, semi, int(seed)
+        row_name = name
+        if noise is not None:
+          run_config.label_noise, row_name = noise, f'{name}_noise{noise:g}'
+        runs.append((row_name, int(seed), run_config))
   return runs
 
 
@@ -44,17 +59,20 @@ def run_dir(workdir: str, name: str, seed: int) -> str:
 
 
 def run_all(config: ml_collections.ConfigDict, names: Sequence[str], seeds: Sequence[int],
-            workdir: str, ablation: bool = False) -> list[dict]:
+            workdir: str, ablation: bool = False,
+            label_noises: Optional[Sequence[float]] = None) -> list[dict]:
   """Runs (or resumes) every planned run; returns one row per (run, cycle)."""
   rows = []
-  for name, seed, run_config in plan_runs(config, names, seeds, ablation):
+  for name, seed, run_config in plan_runs(config, names, seeds, ablation, label_noises):
     path = run_dir(workdir, name, seed)
     logging.info('Run %s, seed %d -> %s', name, seed, path)
     for record in driver.run(run_config, path):
       rows.append({'strategy': name, 'seed': seed, 'cycle': record['cycle'],
                    'num_labeled': record['num_labeled'],
                    'labeled_fraction': record['labeled_fraction'],
-                   'test_accuracy': record['test_accuracy']})
+                   'test_accuracy': record['test_accuracy'],
+                   'label_noise': run_config.label_noise,
+                   'score_seconds': record['score_seconds']})
   return rows
 
 
@@ -104,6 +122,34 @@ def summary_markdown(rows: Sequence[dict]) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def machine_name() -> str:
+  """The processor and JAX devices that timed the runs, in words."""
+  devices = jax.devices()
+  return (f'{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores; JAX '
+          f'{jax.__version__} on {len(devices)} x {devices[0].device_kind} '
+          f'({devices[0].platform})')
+
+
+def sampling_time_markdown(rows: Sequence[dict], machine: str) -> str:
+  """Table VI: seconds for one query step (score + select) per strategy, mean over cycles
+  and seeds, on `machine`."""
+  grouped: dict = {}
+  for r in rows:
+    grouped.setdefault(r['strategy'], []).append((r['cycle'], r['score_seconds']))
+  lines = [f'Seconds for one query step (score + select; Table VI), mean ± sample std over '
+           f'cycles and seeds, on {machine}. The first cycle of a run includes compilation; '
+           'the third column leaves it out.', '',
+           '| strategy | seconds per query step | without cycle 1 | query steps |',
+           '|---|---|---|---|']
+  for name, timed in grouped.items():
+    seconds = [t for _, t in timed]
+    later = [t for c, t in timed if c > 1]
+    std = float(np.std(seconds, ddof=1)) if len(seconds) > 1 else 0.0
+    lines.append(f'| {name} | {np.mean(seconds):.2f} ± {std:.2f} | '
+                 f"{f'{np.mean(later):.2f}' if later else '—'} | {len(seconds)} |")
+  return '\n'.join(lines) + '\n'
+
+
 def plot_learning_curves(rows: Sequence[dict], path: str, title: str = '') -> None:
   """Accuracy vs. % labeled: mean line and ±std band per strategy."""
   import matplotlib  # pylint: disable=import-outside-toplevel
@@ -125,13 +171,14 @@ def plot_learning_curves(rows: Sequence[dict], path: str, title: str = '') -> No
 
 
 def compare(config: ml_collections.ConfigDict, names: Sequence[str], seeds: Sequence[int],
-            workdir: str, ablation: bool = False) -> list[dict]:
+            workdir: str, ablation: bool = False,
+            label_noises: Optional[Sequence[float]] = None) -> list[dict]:
   """Runs everything, then writes results.csv, summary.md and learning_curves.png."""
   os.makedirs(workdir, exist_ok=True)
-  rows = run_all(config, names, seeds, workdir, ablation)
+  rows = run_all(config, names, seeds, workdir, ablation, label_noises)
   write_csv(rows, os.path.join(workdir, 'results.csv'))
   with open(os.path.join(workdir, 'summary.md'), 'w') as f:
-    f.write(summary_markdown(rows))
+    f.write(summary_markdown(rows) + '\n' + sampling_time_markdown(rows, machine_name()))
   plot_learning_curves(rows, os.path.join(workdir, 'learning_curves.png'),
                        f'{config.dataset}: ' + ('ablation' if ablation else 'query strategies'))
   return rows
@@ -143,6 +190,8 @@ flags.DEFINE_list('strategies', ['random', 'cod'], 'Strategy names to compare.')
 flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds, one run per strategy and seed.')
 flags.DEFINE_bool('ablation', False, 'Table I rows (Base, +Semi, +Active, +Semi+Active) '
                   'instead of --strategies.')
+flags.DEFINE_list('label_noise', None, 'Label-noise probabilities to sweep (e.g. 0,0.2; '
+                  'Fig. 9); each run is repeated per value. Default: config.label_noise only.')
 config_flags.DEFINE_config_file('config', None, 'A configs/*.py file.', lock_config=True)
 flags.mark_flags_as_required(['config', 'workdir'])
 
@@ -152,7 +201,8 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   cli_logging.setup_logging()
   compare(FLAGS.config, FLAGS.strategies, [int(s) for s in FLAGS.seeds], FLAGS.workdir,
-          FLAGS.ablation)
+          FLAGS.ablation,
+          None if FLAGS.label_noise is None else [float(p) for p in FLAGS.label_noise])
 
 
 if __name__ == '__main__':

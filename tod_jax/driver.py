@@ -8,16 +8,17 @@ import json
 import math
 import os
 import time
-from typing import Optional
+from typing import Any, Optional
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
 
-from tod_jax import (checkpointing, input_pipeline, labels, loss_prediction, metrics, models,
-                     strategies, tod, train)
+from tod_jax import (checkpointing, input_pipeline, label_noise, labels, loss_prediction, metrics,
+                     models, snapshots, strategies, tod, train)
 from tod_jax.scoring import Scorer
 from tod_jax.sharded_map import make_mesh
 from tod_jax.train_state import (create_optimizer, create_train_state, init_variables,
@@ -29,6 +30,9 @@ RESUMABLE_CHANGES = frozenset(
      'data_on_device', 'device_data_max_bytes', 'distributed', 'coordinator_address',
      'num_processes', 'process_id'})
 COMPUTE_DTYPES = ('float32', 'bfloat16')
+# Config fields added after runs were saved: a config.json without one had this value.
+ADDED_FIELDS = {'label_noise': 0.0, 'label_noise_seed': 0, 'extra_baselines': '',
+                'compute_dtype': 'float32'}
 
 
 class ConfigMismatchError(ValueError):
@@ -59,6 +63,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                      f'{config.initial_fraction} and {config.budget_fraction}.')
   if config.num_cycles < 1 or config.num_epochs < 1 or config.batch_size < 1:
     raise ValueError('num_cycles, num_epochs and batch_size must be at least 1.')
+  if not 0 <= config.label_noise <= 1:
+    raise ValueError(f'label_noise must be a probability in [0, 1]; got {config.label_noise}.')
+  snapshots.parse_specs(config.extra_baselines)
   input_pipeline.check_data_on_device(config.data_on_device)
 
 
@@ -110,8 +117,7 @@ def check_workdir_config(workdir: str, config: ml_collections.ConfigDict) -> Non
   path = os.path.join(workdir, 'config.json')
   current = json.loads(config.to_json())
   if os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
+    saved = {**ADDED_FIELDS, **_read_json(path)}
     diffs = sorted(k for k in set(saved) | set(current)
                    if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
     if diffs:
@@ -121,6 +127,20 @@ def check_workdir_config(workdir: str, config: ml_collections.ConfigDict) -> Non
           'the same config to resume it.')
   if is_writer():
     checkpointing.write_atomic(path, json.dumps(current, indent=2, sort_keys=True))
+
+
+def _read_json(path: str) -> dict:
+  with open(path) as f:
+    return json.load(f)
+
+
+def saved_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run in `workdir` was started with (workdir/config.json)."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} does not exist: {workdir} holds no tod_jax run; pass the '
+                            '--workdir of a run started with python -m tod_jax.main.')
+  return ml_collections.ConfigDict({**ADDED_FIELDS, **_read_json(path)})
 
 
 def _check_query(queried: np.ndarray, candidates: np.ndarray, budget: int, name: str) -> None:
@@ -155,13 +175,51 @@ def _check_crop(config: ml_collections.ConfigDict, dataset: input_pipeline.Datas
                      f'{dataset.image_shape[:2]}; lower --config.crop_size (0: no crop).')
 
 
-def _model_tree(state, key) -> dict:
+def _model_tree(state, key, extra_baselines: Optional[dict] = None) -> dict:
   tree = {'params': state.params, 'batch_stats': state.batch_stats,
           'ema_params': state.ema_params, 'ema_batch_stats': state.ema_batch_stats,
           'step': state.step, 'rng': jax.random.key_data(key)}
   if state.loss_head_params is not None:
     tree['loss_head_params'] = state.loss_head_params
+  if extra_baselines:
+    tree['extra_baselines'] = extra_baselines
   return tree
+
+
+def load_run_dataset(config: ml_collections.ConfigDict, workdir: str) -> input_pipeline.Dataset:
+  """The dataset a run trains on: config.dataset with config.label_noise applied (recorded)."""
+  return label_noise.apply(config, input_pipeline.load_dataset(config), workdir)
+
+
+def initial_variables(config: ml_collections.ConfigDict, model: nn.Module,
+                      dataset: input_pipeline.Dataset) -> tuple[dict, Any]:
+  """(w_0 = {'params', 'batch_stats'}, LL4AL's initial head params or None) from config.seed."""
+  base_key = jax.random.PRNGKey(config.seed)
+  input_shape = dataset.image_shape
+  if dataset.is_segmentation and config.crop_size:  # Fully convolutional: init on a crop.
+    input_shape = (config.crop_size, config.crop_size, input_shape[-1])
+  init_vars = init_variables(model, jax.random.fold_in(base_key, 0), input_shape)
+  init_head = None
+  if strategies.needs_loss_head(config.strategy):  # LL4AL's module, trained with the model.
+    init_head = loss_prediction.init_params(model, init_vars, jax.random.fold_in(base_key, 2),
+                                            input_shape)
+  return init_vars, init_head
+
+
+def restore_cycle(checkpointer: checkpointing.Checkpointer, cycle: int,
+                  config: ml_collections.ConfigDict, model: nn.Module, init_vars: dict,
+                  init_head: Any) -> tuple[dict, dict, dict]:
+  """Cycle `cycle`'s checkpoint of a run of `config`: (model tree, meta, strategy state).
+
+  The tree has 'params', 'batch_stats' (w_c), the EMA model, 'step', 'rng', and
+  'loss_head_params' / 'extra_baselines' ({spec: variables}) where the run has them.
+  """
+  state = create_train_state(model, init_vars, create_optimizer(config),
+                             loss_head_params=init_head)
+  specs = snapshots.parse_specs(config.extra_baselines)
+  abstract = _model_tree(state, jax.random.PRNGKey(config.seed),
+                         {spec: init_vars for spec in specs})
+  return checkpointer.restore(cycle, abstract)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
@@ -169,7 +227,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   validate_config(config)
   os.makedirs(workdir, exist_ok=True)
   check_workdir_config(workdir, config)
-  dataset = input_pipeline.load_dataset(config)
+  dataset = load_run_dataset(config, workdir)
   label_source = labels.make_source(config, dataset, workdir)
   initial_size, budget = plan_sizes(config, dataset.pool_size, label_source.num_initial)
   _check_crop(config, dataset)
@@ -182,14 +240,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
                   config.score_chunk_size, mesh)
   strategy = strategies.get_strategy(config.strategy)
   base_key = jax.random.PRNGKey(config.seed)
-  input_shape = dataset.image_shape
-  if dataset.is_segmentation and config.crop_size:  # Fully convolutional: init on a crop.
-    input_shape = (config.crop_size, config.crop_size, input_shape[-1])
-  init_vars = init_variables(model, jax.random.fold_in(base_key, 0), input_shape)
-  init_head = None
-  if strategies.needs_loss_head(config.strategy):  # LL4AL's module, trained with the model.
-    init_head = loss_prediction.init_params(model, init_vars, jax.random.fold_in(base_key, 2),
-                                            input_shape)
+  init_vars, init_head = initial_variables(config, model, dataset)
+  extra_specs = snapshots.parse_specs(config.extra_baselines)
 
   checkpointer = checkpointing.Checkpointer(workdir)
   last = checkpointer.latest_cycle()
@@ -201,9 +253,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     key = jax.random.fold_in(base_key, 1)
     first_cycle = 1
   else:
-    abstract = _model_tree(create_train_state(model, init_vars, create_optimizer(config),
-                                              loss_head_params=init_head), base_key)
-    tree, meta, strategy_state = checkpointer.restore(last, abstract)
+    tree, meta, strategy_state = restore_cycle(checkpointer, last, config, model, init_vars,
+                                               init_head)
     labeled, records = np.asarray(meta['labeled'], np.int64), meta['records']
     variables = {'params': tree['params'], 'batch_stats': tree['batch_stats']}
     ema_variables = {'params': tree['ema_params'], 'batch_stats': tree['ema_batch_stats']}
@@ -235,11 +286,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
                                  loss_head_params=head_params,
                                  loss_baseline=baseline if cyclic else None)
       np_rng = np.random.default_rng([config.seed, cycle])
+      # Fig. 7: copies of the model some steps before the cycle's end (clipped to the cycle).
+      extra = snapshots.Snapshots(
+          extra_specs, train.steps_per_epoch(len(labeled), config.batch_size), n_steps,
+          variables, clip=True)
 
       start = time.perf_counter()
       state, train_metrics = train.train_cycle(
           state, dataset, labeled, unlabeled, config, np_rng, key, cycle=cycle, mesh=mesh,
-          writer=writer)
+          writer=writer, on_step=extra.on_step if extra_specs else None)
       jax.block_until_ready(state)
       train_seconds = time.perf_counter() - start
       test = evaluate(scorer, state.variables, dataset)
@@ -280,7 +335,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
       meta = {'cycle': cycle, 'labeled': checkpointing.indices_to_json(next_labeled),
               'queried': checkpointing.indices_to_json(queried), 'query_scores': query_scores,
               'records': records}
-      checkpointer.save(cycle, _model_tree(state, key), meta, strategy_state)  # Every process.
+      if extra_specs:
+        meta['extra_baselines_steps_back'] = extra.steps_back
+      checkpointer.save(cycle, _model_tree(state, key, extra.variables), meta,
+                        strategy_state)  # Every process.
       if is_writer():
         label_source.record_query(cycle, meta)
       _write_metrics(workdir, records)

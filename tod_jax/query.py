@@ -7,7 +7,6 @@ Writes DIR/queries/cycle_NNN.csv (rank, sample_id, path, score) for the person w
 labels; `python -m tod_jax.label` imports the answers. Run again after labeling.
 """
 
-import json
 import logging as std_logging
 import os
 
@@ -35,12 +34,10 @@ def load_config(workdir: str, config: ml_collections.ConfigDict | None
   """`config` if given, else the config the run in `workdir` was started with."""
   if config is not None:
     return config
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
+  if not os.path.exists(os.path.join(workdir, 'config.json')):
     raise app.UsageError(f'{workdir} holds no run yet; start it with '
                          '--config=configs/image_folder.py --config.data_dir=IMAGES.')
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return driver.saved_config(workdir)
 
 
 def query(config: ml_collections.ConfigDict, workdir: str) -> str:
