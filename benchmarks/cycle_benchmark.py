@@ -83,7 +83,8 @@ def load(fv, config) -> input_pipeline.Dataset:
 def run_cycles(config, dataset, num_cycles, workdir):
   """Runs `num_cycles` cycles as the driver does; yields one timing record per cycle."""
   initial, budget = driver.plan_sizes(config, dataset.pool_size)
-  model = models.create_model(config.model, dataset.num_classes, config.dropout_rate)
+  model = models.create_model(config.model, dataset.num_classes, config.dropout_rate,
+                              config.compute_dtype)
   scorer = Scorer(model, dataset.mean, dataset.std, config.score_output,
                   config.score_chunk_size, make_mesh())
   strategy = strategies.get_strategy(config.strategy)

@@ -56,7 +56,7 @@ def parse_flags(argv, name):
 
 def bench_jax(config, dataset, steps):
   """(compile_seconds, seconds for `steps` steps) of train.train_cycle."""
-  model = models.create_model(config.model, dataset.num_classes)
+  model = models.create_model(config.model, dataset.num_classes, dtype=config.compute_dtype)
   variables = init_variables(model, jax.random.PRNGKey(config.seed), dataset.image_shape)
   state = create_train_state(model, variables, create_optimizer(config))
   batch = config.batch_size
