@@ -170,6 +170,18 @@ def test_command_line_runs_with_overrides(tmp_path):
   assert os.listdir(os.path.join(str(tmp_path), 'tensorboard'))
 
 
+def test_num_cpu_devices_splits_the_cpu_before_jax_starts():
+  """config.num_cpu_devices=3 gives a 3-device CPU mesh (a fresh process: JAX not started)."""
+  code = ('from configs import digits; from tod_jax import driver, sharded_map\n'
+          'config = digits.get_config(); config.num_cpu_devices = 3\n'
+          'driver.setup_devices(config)\n'
+          'import jax; print(jax.device_count(), sharded_map.make_mesh().size)')
+  result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, 'XLA_FLAGS': ''})
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.split() == ['3', '3']
+
+
 def test_two_cycle_synthetic_segmentation_run(tmp_path):
   from configs import synthetic_seg  # pylint: disable=import-outside-toplevel
   config = synthetic_seg.get_config()

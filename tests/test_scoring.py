@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from tod_jax import input_pipeline, models, scoring
+from tod_jax import input_pipeline, models, scoring, uncertainty
 from tod_jax.sharded_map import PoolMapper, make_mesh
 from tod_jax.train_state import init_variables
 
@@ -174,3 +174,19 @@ def test_discrepancy_between_output_stacks(two_models):
   a = np.array([[3.0, 0.0], [1.0, 1.0], [0.0, 0.0]], np.float32)
   b = np.array([[0.0, 4.0], [1.0, 1.0], [1.0, 0.0]], np.float32)  # 3 rows: one padded chunk.
   np.testing.assert_allclose(scorer.discrepancy(a, b), [5.0, 0.0, 1.0])
+
+
+def test_uncertainty_is_the_measure_of_the_softmax_per_index(two_models):
+  """Scorer.uncertainty == measure(softmax(logits)) by NumPy, for each measure and index order."""
+  ds, model, a, _ = two_models
+  scorer = scoring.Scorer(model, ds.mean, ds.std, 'softmax', chunk_size=16)
+  indices = np.array([40, 2, 7, 300, 1, 99, 5, 18, 16, 17, 3, 250, 11, 12, 13, 14, 15, 6, 0])
+  probs = _softmax(np.asarray(scorer.logits(a, ds.train_images, indices), np.float64))
+  top2 = np.sort(probs, -1)[:, -2:]
+  expected = {uncertainty.entropy: -np.sum(probs * np.log(probs), -1),
+              uncertainty.margin: top2[:, 0] - top2[:, 1],
+              uncertainty.least_confidence: 1.0 - probs.max(-1)}
+  for measure, want in expected.items():
+    got = scorer.uncertainty(a, measure, ds.train_images, indices)
+    chex.assert_shape(got, (len(indices),))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)

@@ -24,6 +24,9 @@ class TableScorer:
 
   features = logits
 
+  def uncertainty(self, variables, measure, images, indices):
+    return np.asarray(measure(jax.nn.softmax(self.logits(variables, images, indices), -1)))
+
   def predicted_loss(self, variables, head, images, indices):
     return self.table[indices, 0]
 

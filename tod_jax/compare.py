@@ -200,6 +200,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   cli_logging.setup_logging()
+  driver.setup_devices(FLAGS.config)  # Before any other JAX call.
   compare(FLAGS.config, FLAGS.strategies, [int(s) for s in FLAGS.seeds], FLAGS.workdir,
           FLAGS.ablation,
           None if FLAGS.label_noise is None else [float(p) for p in FLAGS.label_noise])

@@ -21,8 +21,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   cli_logging.setup_logging()
-  if FLAGS.config.distributed:
-    driver.initialize_distributed(FLAGS.config)  # Before any other JAX call.
+  driver.setup_devices(FLAGS.config)  # Before any other JAX call.
   try:
     driver.run(FLAGS.config, FLAGS.workdir)
   except input_pipeline.DatasetNotPreparedError as e:

@@ -5,7 +5,7 @@ and COD is one score per image (Eq. 5 over all its pixels and classes).
 """
 
 import functools
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import chex
 import flax.linen as nn
@@ -24,6 +24,10 @@ def _logits(apply_fn, mean, std, variables, images):
 
 def _outputs(apply_fn, mean, std, output, variables, images):
   return tod.model_output(_logits(apply_fn, mean, std, variables, images), output)
+def _uncertainty(apply_fn, mean, std, measure, variables, images):
+  return measure(jax.nn.softmax(_logits(apply_fn, mean, std, variables, images), axis=-1))
+
+
 def _intermediates(apply_fn, mean, std, variables, images):
   _, state = apply_fn(variables, input_pipeline.normalize(images, mean, std), train=False,
                       mutable=['intermediates'])
@@ -84,6 +88,7 @@ class Scorer:
     self._predicted_loss = mapper(_predicted_loss)
     # Built on first use, one per static argument.
     self._mc = functools.lru_cache(maxsize=None)(functools.partial(mapper, _mc_probabilities))
+    self._uncertainty = functools.lru_cache(maxsize=None)(functools.partial(mapper, _uncertainty))
     self._confusion = functools.lru_cache(maxsize=None)(functools.partial(mapper, _confusion))
     self._discrepancy = PoolMapper(lambda _, pair: tod.output_discrepancy(*pair), chunk_size,
                                    self.mesh)
@@ -115,6 +120,11 @@ class Scorer:
           images: np.ndarray, indices: Optional[np.ndarray] = None) -> np.ndarray:
     """Eq. 5 per index, both models run: ||f(x; w_c) - f(x; w_{c-1})||. Returns [n] float32."""
     return self._cod((variables, baseline_variables), images, indices)
+
+  def uncertainty(self, variables: chex.ArrayTree, measure: Callable[[chex.Array], chex.Array],
+                  images: np.ndarray, indices: Optional[np.ndarray] = None) -> np.ndarray:
+    """`measure`(softmax(logits)) per index (tod_jax.uncertainty), on the devices: [n] float32."""
+    return self._uncertainty(measure)(variables, images, indices)
 
   def features(self, variables: chex.ArrayTree, images: np.ndarray,
                indices: Optional[np.ndarray] = None) -> np.ndarray:

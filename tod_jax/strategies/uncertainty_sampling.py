@@ -3,7 +3,6 @@
 import functools
 from typing import Callable
 
-import jax
 import numpy as np
 
 from tod_jax import selection, strategies, uncertainty
@@ -11,8 +10,8 @@ from tod_jax import selection, strategies, uncertainty
 
 def query(measure: Callable, ctx: 'strategies.QueryContext', budget: int) -> np.ndarray:
   """Top-b candidates by `measure`(softmax(logits)) of the trained model."""
-  logits = ctx.scorer.logits(ctx.state.variables, ctx.dataset.train_images, ctx.candidates)
-  scores = np.asarray(measure(jax.nn.softmax(logits, axis=-1)))
+  scores = ctx.scorer.uncertainty(ctx.state.variables, measure, ctx.dataset.train_images,
+                                  ctx.candidates)
   return selection.top_b(scores, ctx.candidates, budget)
 
 
