@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tod_jax import input_pipeline, loss_prediction, models, scoring, strategies, uncertainty
-from tod_jax.strategies import coreset
+from tod_jax.strategies import coreset, mc_dropout
 from tod_jax.train_state import create_optimizer, create_train_state, init_variables
 
 
@@ -139,6 +139,12 @@ def test_bald_is_zero_for_a_deterministic_model(real_setup):
   probs = dropout_scorer.mc_probabilities(state.variables, jax.random.PRNGKey(0), 5,
                                           ds.train_images, np.arange(50))
   assert float(np.min(uncertainty.bald(probs))) > 0.0
+  # The strategies' on-device scores are the measures of those probabilities.
+  for measure in (uncertainty.bald, mc_dropout.mean_entropy):
+    np.testing.assert_allclose(
+        dropout_scorer.mc_uncertainty(state.variables, jax.random.PRNGKey(0), 5, measure,
+                                      ds.train_images, np.arange(50)),
+        measure(probs), rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize('name', sorted(strategies.STRATEGIES))

@@ -53,6 +53,10 @@ def _mc_probabilities(apply_fn, mean, std, num_samples, variables_and_rng, image
   return jnp.swapaxes(jax.vmap(one_pass)(jax.random.split(rng, num_samples)), 0, 1)
 
 
+def _mc_uncertainty(apply_fn, mean, std, num_samples, measure, variables_and_rng, images):
+  return measure(_mc_probabilities(apply_fn, mean, std, num_samples, variables_and_rng, images))
+
+
 def _cod(apply_fn, mean, std, output, variables_pair, images):
   current, baseline = variables_pair
   return tod.output_discrepancy(_outputs(apply_fn, mean, std, output, current, images),
@@ -89,6 +93,8 @@ class Scorer:
     # Built on first use, one per static argument.
     self._mc = functools.lru_cache(maxsize=None)(functools.partial(mapper, _mc_probabilities))
     self._uncertainty = functools.lru_cache(maxsize=None)(functools.partial(mapper, _uncertainty))
+    self._mc_uncertainty = functools.lru_cache(maxsize=None)(
+        functools.partial(mapper, _mc_uncertainty))
     self._confusion = functools.lru_cache(maxsize=None)(functools.partial(mapper, _confusion))
     self._discrepancy = PoolMapper(lambda _, pair: tod.output_discrepancy(*pair), chunk_size,
                                    self.mesh)
@@ -145,6 +151,12 @@ class Scorer:
     one sample are independent, which is what MC dropout needs.
     """
     return self._mc(num_samples)((variables, rng), images, indices)
+
+  def mc_uncertainty(self, variables: chex.ArrayTree, rng: chex.PRNGKey, num_samples: int,
+                     measure: Callable[[chex.Array], chex.Array], images: np.ndarray,
+                     indices: Optional[np.ndarray] = None) -> np.ndarray:
+    """`measure`(mc_probabilities [n, T, K]) per index, on the devices: [n] float32."""
+    return self._mc_uncertainty(num_samples, measure)((variables, rng), images, indices)
 
   def accuracy(self, variables: chex.ArrayTree, images: np.ndarray, labels: np.ndarray) -> float:
     """Top-1 accuracy of `variables` on (images, labels)."""

@@ -24,9 +24,8 @@ def check(config: ml_collections.ConfigDict) -> None:
 def query(measure: Callable, ctx: 'strategies.QueryContext', budget: int) -> np.ndarray:
   """Top-b candidates by `measure`([n, T, K] MC probabilities)."""
   rng = jax.random.PRNGKey(int(ctx.rng.integers(2**31)))
-  probs = ctx.scorer.mc_probabilities(ctx.state.variables, rng, ctx.config.mc_samples,
-                                      ctx.dataset.train_images, ctx.candidates)
-  scores = np.asarray(measure(probs))
+  scores = ctx.scorer.mc_uncertainty(ctx.state.variables, rng, ctx.config.mc_samples, measure,
+                                     ctx.dataset.train_images, ctx.candidates)
   return selection.top_b(scores, ctx.candidates, budget)
 
 
