@@ -1,19 +1,14 @@
 """The sharded pool scorer against a plain NumPy loop; padding; eval accuracy."""
 
-import os
-import subprocess
-import sys
-
 import chex
 import jax
 import numpy as np
 import pytest
 
+from conftest import run_on_8_cpu_devices
 from tod_jax import input_pipeline, models, scoring, uncertainty
 from tod_jax.sharded_map import PoolMapper, make_mesh
 from tod_jax.train_state import init_variables
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _softmax(z):
@@ -95,12 +90,8 @@ def test_unknown_output_kind_fails_fast(two_models):
 
 def test_sharded_scorer_on_8_cpu_devices_equals_single_device():
   """Runs tests/multidevice_check.py in a fresh process with 8 fake CPU devices."""
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
-             JAX_PLATFORMS='cpu')
-  result = subprocess.run([sys.executable, os.path.join(ROOT, 'tests', 'multidevice_check.py')],
-                          env=env, capture_output=True, text=True, timeout=600)
-  assert result.returncode == 0, result.stdout + result.stderr
-  assert 'devices=8' in result.stdout and 'sharded == single: OK' in result.stdout
+  stdout = run_on_8_cpu_devices('multidevice_check.py')
+  assert 'devices=8' in stdout and 'sharded == single: OK' in stdout
 
 
 @pytest.fixture(scope='module')

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import run_on_8_cpu_devices
 from tod_jax import input_pipeline, models, tod, train
 from tod_jax.train_state import create_optimizer, create_train_state, init_variables, lr_decay_step
 
@@ -181,14 +182,8 @@ def test_cyclic_loss_baseline_without_a_baseline_fails_clearly(setup):
 
 def test_data_parallel_training_on_8_devices_matches_one_device():
   """Runs tests/multidevice_train_check.py in a fresh process with 8 fake CPU devices."""
-  import os, subprocess, sys  # pylint: disable=import-outside-toplevel,multiple-imports
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
-             JAX_PLATFORMS='cpu')
-  result = subprocess.run([sys.executable, os.path.join(root, 'tests', 'multidevice_train_check.py')],
-                          env=env, capture_output=True, text=True, timeout=600)
-  assert result.returncode == 0, result.stdout + result.stderr
-  assert 'devices=8' in result.stdout and 'data parallel == single device: OK' in result.stdout
+  stdout = run_on_8_cpu_devices('multidevice_train_check.py')
+  assert 'devices=8' in stdout and 'data parallel == single device: OK' in stdout
 
 
 def test_pool_on_device_and_streamed_batches_train_identically(tiny_config):
