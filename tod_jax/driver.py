@@ -29,7 +29,7 @@ RESUMABLE_CHANGES = frozenset(
     {'num_cycles', 'progress_bar', 'tensorboard', 'score_chunk_size', 'data_dir',
      'data_on_device', 'device_data_max_bytes', 'distributed', 'coordinator_address',
      'num_processes', 'process_id', 'num_cpu_devices'})
-COMPUTE_DTYPES = ('float32', 'bfloat16')
+DTYPES = ('float32', 'bfloat16')  # Allowed for compute_dtype and kept_outputs_dtype.
 # Config fields added after runs were saved: a config.json without one had this value.
 ADDED_FIELDS = {'label_noise': 0.0, 'label_noise_seed': 0, 'extra_baselines': '',
                 'compute_dtype': 'float32'}
@@ -44,9 +44,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.dataset not in input_pipeline.DATASETS:
     raise ValueError(f'Unknown dataset {config.dataset!r}; set --config.dataset to one of '
                      f'{sorted(input_pipeline.DATASETS)}.')
-  if config.compute_dtype not in COMPUTE_DTYPES:
+  if config.compute_dtype not in DTYPES:
     raise ValueError(f'compute_dtype {config.compute_dtype!r} is not supported; set '
-                     f"--config.compute_dtype to one of {COMPUTE_DTYPES}.")
+                     f"--config.compute_dtype to one of {DTYPES}.")
   models.create_model(config.model, 2)
   strategies.check_config(config)
   labels.check_mode(config.labels)
@@ -55,16 +55,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                      "--config.loss_baseline to 'ema' (Eq. 7) or 'cyclic' (w_{c-1}).")
   for field in ('loss_output', 'score_output'):
     tod.model_output(jnp.zeros((1, 2)), config[field])
-  if config.kept_outputs_dtype not in ('float32', 'bfloat16'):
+  if config.kept_outputs_dtype not in DTYPES:
     raise ValueError(f'kept_outputs_dtype {config.kept_outputs_dtype!r} is not supported; use '
-                     "'float32' or 'bfloat16'.")
+                     f"{' or '.join(map(repr, DTYPES))}.")
   if not 0 < config.initial_fraction <= 1 or not 0 <= config.budget_fraction <= 1:
     raise ValueError('initial_fraction must be in (0, 1] and budget_fraction in [0, 1]; got '
                      f'{config.initial_fraction} and {config.budget_fraction}.')
   if config.num_cycles < 1 or config.num_epochs < 1 or config.batch_size < 1:
     raise ValueError('num_cycles, num_epochs and batch_size must be at least 1.')
-  if not 0 <= config.label_noise <= 1:
-    raise ValueError(f'label_noise must be a probability in [0, 1]; got {config.label_noise}.')
+  label_noise.check_probability(config.label_noise)
   snapshots.parse_specs(config.extra_baselines)
   input_pipeline.check_data_on_device(config.data_on_device)
 
@@ -132,7 +131,7 @@ def check_workdir_config(workdir: str, config: ml_collections.ConfigDict) -> Non
   path = os.path.join(workdir, 'config.json')
   current = json.loads(config.to_json())
   if os.path.exists(path):
-    saved = {**ADDED_FIELDS, **_read_json(path)}
+    saved = _saved_fields(path)
     diffs = sorted(k for k in set(saved) | set(current)
                    if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
     if diffs:
@@ -144,9 +143,10 @@ def check_workdir_config(workdir: str, config: ml_collections.ConfigDict) -> Non
     checkpointing.write_atomic(path, json.dumps(current, indent=2, sort_keys=True))
 
 
-def _read_json(path: str) -> dict:
+def _saved_fields(path: str) -> dict:
+  """A saved config.json's fields; fields added since it was written get ADDED_FIELDS."""
   with open(path) as f:
-    return json.load(f)
+    return {**ADDED_FIELDS, **json.load(f)}
 
 
 def saved_config(workdir: str) -> ml_collections.ConfigDict:
@@ -155,7 +155,7 @@ def saved_config(workdir: str) -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     raise FileNotFoundError(f'{path} does not exist: {workdir} holds no tod_jax run; pass the '
                             '--workdir of a run started with python -m tod_jax.main.')
-  return ml_collections.ConfigDict({**ADDED_FIELDS, **_read_json(path)})
+  return ml_collections.ConfigDict(_saved_fields(path))
 
 
 def _check_query(queried: np.ndarray, candidates: np.ndarray, budget: int, name: str) -> None:
@@ -295,7 +295,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
       labeled, train_labels = label_source.labeled_set(labeled)
       dataset = dataclasses.replace(dataset, train_labels=train_labels)
       unlabeled = np.setdiff1d(np.arange(dataset.pool_size), labeled)
-      n_steps = config.num_epochs * train.steps_per_epoch(len(labeled), config.batch_size)
+      per_epoch = train.steps_per_epoch(len(labeled), config.batch_size)
+      n_steps = config.num_epochs * per_epoch
       cyclic = config.semi and config.loss_baseline == 'cyclic'
       state = create_train_state(model, variables, create_optimizer(config), ema_variables,
                                  step, decay_step=lr_decay_step(config, n_steps),
@@ -304,8 +305,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
       np_rng = np.random.default_rng([config.seed, cycle])
       # Fig. 7: copies of the model some steps before the cycle's end (clipped to the cycle).
       extra = snapshots.Snapshots(
-          extra_specs, train.steps_per_epoch(len(labeled), config.batch_size), n_steps,
-          variables, clip=True)
+          extra_specs, per_epoch, n_steps, variables, clip=True)
 
       start = time.perf_counter()
       state, train_metrics = train.train_cycle(

@@ -21,6 +21,11 @@ from tod_jax.input_pipeline import Dataset
 RECORD = 'label_noise.json'
 
 
+def check_probability(probability: float) -> None:
+  if not 0 <= probability <= 1:
+    raise ValueError(f'label_noise must be a probability in [0, 1]; got {probability}.')
+
+
 def flip_labels(labels: np.ndarray, num_classes: int, probability: float,
                 seed: int) -> tuple[np.ndarray, np.ndarray]:
   """Flips each label with `probability` to a uniformly drawn *other* class.
@@ -37,8 +42,7 @@ def flip_labels(labels: np.ndarray, num_classes: int, probability: float,
   if labels.ndim != 1:
     raise ValueError(f'Label noise needs class labels [N]; got shape {labels.shape} '
                      '(segmentation masks are not supported): set --config.label_noise=0.')
-  if not 0 <= probability <= 1:
-    raise ValueError(f'label_noise must be a probability in [0, 1]; got {probability}.')
+  check_probability(probability)
   if probability > 0 and num_classes < 2:
     raise ValueError('Label noise needs at least 2 classes to flip to another one.')
   rng = np.random.default_rng(seed)
