@@ -39,7 +39,7 @@ from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_utils  # noqa: E402  pylint: disable=g-import-not-at-top
-from tod_jax import (checkpointing, driver, input_pipeline, models, selection,  # noqa: E402
+from tod_jax import (checkpointing, driver, input_pipeline, loss_forms, models, selection,  # noqa: E402
                      strategies, train)
 from tod_jax.scoring import Scorer  # noqa: E402
 from tod_jax.sharded_map import make_mesh  # noqa: E402
@@ -89,7 +89,8 @@ def run_cycles(config, dataset, num_cycles, workdir):
                   config.score_chunk_size, make_mesh())
   strategy = strategies.get_strategy(config.strategy)
   base_key = jax.random.PRNGKey(config.seed)
-  variables = init_variables(model, jax.random.fold_in(base_key, 0), dataset.image_shape)
+  variables = init_variables(model, jax.random.fold_in(base_key, 0), dataset.image_shape,
+                             loss_forms.uses_consistency_head(config))
   baseline, ema_variables, step = jax.tree.map(jnp.copy, variables), None, 0
   labeled = np.sort(np.random.default_rng(config.seed).choice(dataset.pool_size, initial,
                                                               replace=False))

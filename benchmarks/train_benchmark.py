@@ -31,7 +31,7 @@ from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_utils  # noqa: E402  pylint: disable=g-import-not-at-top
-from tod_jax import models, train  # noqa: E402
+from tod_jax import loss_forms, models, train  # noqa: E402
 from tod_jax.train_state import create_optimizer, create_train_state, init_variables  # noqa: E402
 
 
@@ -57,7 +57,8 @@ def parse_flags(argv, name):
 def bench_jax(config, dataset, steps):
   """(compile_seconds, seconds for `steps` steps) of train.train_cycle."""
   model = models.create_model(config.model, dataset.num_classes, dtype=config.compute_dtype)
-  variables = init_variables(model, jax.random.PRNGKey(config.seed), dataset.image_shape)
+  variables = init_variables(model, jax.random.PRNGKey(config.seed), dataset.image_shape,
+                             loss_forms.uses_consistency_head(config))
   state = create_train_state(model, variables, create_optimizer(config))
   batch = config.batch_size
   labeled, unlabeled = np.arange(steps * batch), np.arange(steps * batch, dataset.pool_size)

@@ -48,12 +48,14 @@ def get_config() -> ml_collections.ConfigDict:
 
   # TOD (Eqs. 5-9).
   config.semi = True  # Add the unsupervised TOD loss of Eq. 7 (Eq. 9); False: CE only.
+  config.tod_loss_form = 'reference'  # Eq. 7 as 'reference' (authors' code) or 'paper' (loss_forms.py).
   config.tod_weight = 0.05  # lambda of Eq. 9.
   config.ema_decay = 0.999  # alpha of Eq. 6.
   config.ema_warmup = True  # decay = min(1 - 1/(step+1), alpha), as in the authors' code.
   config.loss_output = 'logits'  # Output compared in Eq. 7: 'logits' (authors' code) or 'softmax'.
   config.score_output = 'softmax'  # Output compared by COD, Eq. 5: 'softmax' (authors' code) or 'logits'.
-  config.cod_first_cycle = 'highest'  # Cycle 1 COD vs initial weights: 'highest' (paper) or 'lowest' (code).
+  config.cod_first_cycle = 'lowest'  # Cycle 1 COD vs initial weights: 'lowest' (authors' code) or 'highest' (paper's text).
+  config.cod_interval = 'cycle'  # COD vs w_{c-1} ('cycle', Eq. 5) or a snapshot this far back, e.g. '1epoch'.
   config.keep_outputs = True  # COD keeps w_c's pool outputs for cycle c+1: one pass per image.
   config.kept_outputs_dtype = 'float32'  # 'float32' or 'bfloat16' storage of kept outputs.
   config.kept_outputs_max_bytes = 2**30  # Above this COD runs both models instead (logged once).

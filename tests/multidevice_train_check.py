@@ -14,7 +14,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import digits  # pylint: disable=wrong-import-position
-from tod_jax import input_pipeline, models, train  # pylint: disable=wrong-import-position
+from tod_jax import input_pipeline, loss_forms, models, train  # pylint: disable=wrong-import-position
 from tod_jax.sharded_map import DATA_AXIS, make_mesh  # pylint: disable=wrong-import-position
 from tod_jax.train_state import create_optimizer, create_train_state, init_variables, lr_decay_step  # pylint: disable=wrong-import-position
 
@@ -57,8 +57,9 @@ def check_training(devices):
   ds = input_pipeline.load_digits()
   check_augmentation_is_sharding_invariant(ds, devices)
   model = models.create_model('small_cnn', 10)
-  variables = init_variables(model, jax.random.PRNGKey(0), ds.image_shape)
   config = tiny_config()
+  variables = init_variables(model, jax.random.PRNGKey(0), ds.image_shape,
+                             loss_forms.uses_consistency_head(config))
   assert input_pipeline.keeps_data_on_device(config, ds)
   # 8 devices, pool on the devices vs one device, streamed batches (test_train.py
   # checks both pipelines on one device, so this covers every combination).

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from tod_jax import candidates, input_pipeline, models
+from tod_jax import candidates, input_pipeline, loss_forms, models
 from tod_jax.train_state import init_variables
 
 
@@ -37,7 +37,8 @@ def test_baselines_are_taken_the_interval_before_the_end(saved):
   cand = candidates.load_candidate(directory)
   # A whole-run interval makes the initial weights the baseline.
   init = init_variables(models.create_model(config.model, 10),
-                        jax.random.fold_in(jax.random.PRNGKey(config.seed), 0), ds.image_shape)
+                        jax.random.fold_in(jax.random.PRNGKey(config.seed), 0), ds.image_shape,
+                        loss_forms.uses_consistency_head(config))
   chex.assert_trees_all_close(cand.baseline('2epochs'), init)
   leaves = lambda t: np.concatenate([np.ravel(x) for x in jax.tree.leaves(t['params'])])
   final, one_step, one_epoch = (leaves(v) for v in (

@@ -6,12 +6,13 @@ import socket
 import subprocess
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from conftest import make_tiny_config
-from tod_jax import checkpointing, driver, tod, train
+from tod_jax import checkpointing, driver, input_pipeline, models, tod, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -230,3 +231,59 @@ def test_validate_config_rejects_unusable_strategy_settings(field, value, match)
   config[field] = value
   with pytest.raises(ValueError, match=match):
     driver.validate_config(config)
+
+
+def _restored(config, workdir, cycle):
+  """(w_c tree, meta, model, dataset) of cycle `cycle` of the run in `workdir`."""
+  dataset = driver.load_run_dataset(config, workdir)
+  model = models.create_model(config.model, dataset.num_classes)
+  init_vars, init_head = driver.initial_variables(config, model, dataset)
+  ckpt = checkpointing.Checkpointer(workdir)
+  try:
+    tree, meta, _ = driver.restore_cycle(ckpt, cycle, config, model, init_vars, init_head)
+  finally:
+    ckpt.close()
+  return tree, meta, model, dataset
+
+
+def _softmax_outputs(model, variables, dataset, indices):
+  x = input_pipeline.normalize(dataset.train_images[indices], dataset.mean, dataset.std)
+  return np.asarray(jax.nn.softmax(model.apply(variables, x, train=False), -1), np.float64)
+
+
+def test_default_cycle_1_cod_query_takes_the_less_confident_samples(tmp_path):
+  """cod_first_cycle='lowest' (default): against the near-flat initial softmax, the lowest
+  COD goes to samples the trained model is least sure of."""
+  config = make_tiny_config()
+  config.num_cycles, config.num_epochs = 1, 5
+  assert config.cod_first_cycle == 'lowest'
+  driver.run(config, str(tmp_path))
+  tree, meta, model, dataset = _restored(config, str(tmp_path), 1)
+  variables = {'params': tree['params'], 'batch_stats': tree['batch_stats']}
+  queried = np.asarray(meta['queried'])
+  unlabeled = np.setdiff1d(np.arange(dataset.pool_size), np.setdiff1d(meta['labeled'], queried))
+  top = lambda idx: _softmax_outputs(model, variables, dataset, idx).max(-1).mean()
+  assert meta['query_order'] == 'lowest'
+  assert top(queried) < top(unlabeled) - 0.05, (top(queried), top(unlabeled))
+
+
+def test_cod_interval_scores_against_the_snapshot_one_epoch_back(tmp_path):
+  """cod_interval='1epoch': the query's scores are ||softmax(w_c) - softmax(w_snapshot)|| and
+  it takes the highest, also in cycle 1."""
+  config = make_tiny_config()
+  config.num_cycles, config.cod_interval = 1, '1epoch'
+  driver.run(config, str(tmp_path))
+  tree, meta, model, dataset = _restored(config, str(tmp_path), 1)
+  current = {'params': tree['params'], 'batch_stats': tree['batch_stats']}
+  snapshot = tree['extra_baselines']['1epoch']
+  assert meta['extra_baselines_steps_back'] == {'1epoch': 5}  # 144 labeled / batch 32.
+  queried = np.asarray(meta['queried'])
+  labeled = np.setdiff1d(meta['labeled'], queried)
+  unlabeled = np.setdiff1d(np.arange(dataset.pool_size), labeled)
+  by_hand = np.linalg.norm(_softmax_outputs(model, current, dataset, unlabeled)
+                           - _softmax_outputs(model, snapshot, dataset, unlabeled), axis=-1)
+  np.testing.assert_allclose(meta['query_scores'],
+                             by_hand[np.searchsorted(unlabeled, queried)], rtol=1e-4, atol=1e-6)
+  assert meta['query_order'] == 'highest'
+  np.testing.assert_array_equal(np.sort(queried),
+                                np.sort(unlabeled[np.argsort(-by_hand, kind='stable')[:72]]))

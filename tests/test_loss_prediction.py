@@ -39,7 +39,7 @@ def test_ranking_loss_rejects_odd_batches():
 def setup():
   ds = input_pipeline.load_digits()
   model = models.create_model('small_cnn', 10)
-  variables = init_variables(model, jax.random.PRNGKey(0), ds.image_shape)
+  variables = init_variables(model, jax.random.PRNGKey(0), ds.image_shape, consistency_head=True)
   head = loss_prediction.init_params(model, variables, jax.random.PRNGKey(1), ds.image_shape)
   return ds, model, variables, head
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import run_on_8_cpu_devices
-from tod_jax import input_pipeline, models, tod, train
+from tod_jax import input_pipeline, loss_forms, models, tod, train
 from tod_jax.train_state import create_optimizer, create_train_state, init_variables, lr_decay_step
 
 
@@ -15,7 +15,8 @@ from tod_jax.train_state import create_optimizer, create_train_state, init_varia
 def setup(tiny_config):
   ds = input_pipeline.load_digits()
   model = models.create_model('small_cnn', 10)
-  variables = init_variables(model, jax.random.PRNGKey(0), ds.image_shape)
+  variables = init_variables(model, jax.random.PRNGKey(0), ds.image_shape,
+                             loss_forms.uses_consistency_head(tiny_config))
   labeled = {'image': ds.train_images[:32], 'label': ds.train_labels[:32]}
   unlabeled = {'image': ds.train_images[32:48]}
   return tiny_config, ds, model, variables, labeled, unlabeled
@@ -70,9 +71,10 @@ def test_loss_matches_eq9_from_its_terms(setup):
 
 
 def test_gradient_is_that_of_ce_plus_lambda_tod(setup):
-  """The step's update equals one SGD step on Eq. 9 computed by hand (no momentum yet)."""
+  """'paper' form: the update equals one SGD step on Eq. 9 computed by hand (no momentum yet)."""
   config, ds, model, variables, labeled, unlabeled = setup
   config.crop_padding, config.flip, config.weight_decay = 0, False, 0.0
+  config.tod_loss_form = 'paper'
   state = _state(config, model, variables)
   new_state, _ = train.make_train_step(config, ds)(
       _state(config, model, variables), labeled, unlabeled, jax.random.PRNGKey(0))
@@ -89,6 +91,49 @@ def test_gradient_is_that_of_ce_plus_lambda_tod(setup):
   grads = jax.grad(loss)(state.params)
   expected = jax.tree.map(lambda p, g: p - config.learning_rate * g, state.params, grads)
   chex.assert_trees_all_close(new_state.params, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_reference_form_matches_the_authors_loss_by_hand(setup):
+  """'reference': CE + w * [mse(main, head) + mse(head, EMA main)] on the labeled and the
+  unlabeled batch, two forward passes in turn; one SGD step on it computed by hand."""
+  config, ds, model, variables, labeled, unlabeled = setup
+  config.crop_padding, config.flip, config.weight_decay = 0, False, 0.0
+  config.tod_loss_form, config.tod_weight = 'reference', 0.5
+  variables = init_variables(model, jax.random.PRNGKey(0), ds.image_shape, consistency_head=True)
+  assert set(variables['params']['consistency_head']) == {'kernel', 'bias'}
+  new_state, m = train.make_train_step(config, ds)(
+      _state(config, model, variables), labeled, unlabeled, jax.random.PRNGKey(0))
+  prep = lambda im: input_pipeline.normalize(jnp.asarray(im), ds.mean, ds.std)
+  x_l, x_u = prep(labeled['image']), prep(unlabeled['image'])
+  ema_l, ema_stats = model.apply(variables, x_l, train=True, mutable=['batch_stats'])
+  ema_u = model.apply({'params': variables['params'], **ema_stats}, x_u, train=True,
+                      mutable=['batch_stats'])[0]
+  mse = lambda a, b: jnp.mean((a - b) ** 2)
+
+  def loss(params):
+    def forward(stats, x):
+      out, upd = model.apply({'params': params, 'batch_stats': stats}, x, train=True,
+                             mutable=['batch_stats', 'intermediates'])
+      head = params['consistency_head']
+      return out, upd['intermediates']['features'][0] @ head['kernel'] + head['bias'], upd
+    main_l, head_l, upd = forward(variables['batch_stats'], x_l)
+    main_u, head_u, _ = forward(upd['batch_stats'], x_u)
+    unsup = (mse(main_l, head_l) + mse(head_l, ema_l) + mse(main_u, head_u)
+             + mse(head_u, ema_u))
+    return tod.supervised_loss(main_l, labeled['label']) + 0.5 * unsup, unsup
+
+  (expected_loss, unsup), grads = jax.value_and_grad(loss, has_aux=True)(variables['params'])
+  chex.assert_trees_all_close(m['loss'], expected_loss, rtol=1e-5)
+  chex.assert_trees_all_close(m['unsup_loss'], unsup, rtol=1e-5)
+  expected = jax.tree.map(lambda p, g: p - config.learning_rate * g, variables['params'], grads)
+  chex.assert_trees_all_close(new_state.params, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_unknown_loss_form_is_refused(setup):
+  config, ds, *_ = setup
+  config.tod_loss_form = 'both'
+  with pytest.raises(ValueError, match='tod_loss_form'):
+    train.make_train_step(config, ds)
 
 
 def test_step_compiles_once_per_run(setup):
@@ -141,7 +186,8 @@ def test_weight_decay_is_added_to_the_gradient(tiny_config):
 def test_train_cycle_calls_on_step_after_every_step(tiny_config):
   ds = input_pipeline.load_digits()
   model = models.create_model('small_cnn', 10)
-  state = _state(tiny_config, model, init_variables(model, jax.random.PRNGKey(0), ds.image_shape))
+  state = _state(tiny_config, model, init_variables(model, jax.random.PRNGKey(0), ds.image_shape,
+                                                    True))
   seen = []
   labeled = np.arange(40)  # 2 steps per epoch at batch 32; 2 epochs.
   train.train_cycle(state, ds, labeled, np.arange(40, 100), tiny_config,
@@ -154,6 +200,7 @@ def test_cyclic_loss_baseline_is_the_fixed_previous_model(setup):
   """loss_baseline='cyclic': Eq. 7 against w_{c-1} in inference mode; w_{c-1} never changes."""
   config, ds, model, variables, labeled, unlabeled = setup
   config.loss_baseline, config.crop_padding, config.flip = 'cyclic', 0, False
+  config.tod_loss_form = 'paper'
   previous = init_variables(model, jax.random.PRNGKey(1), ds.image_shape)
   state = create_train_state(model, jax.tree.map(jnp.copy, variables),
                              create_optimizer(config), loss_baseline=previous)
@@ -189,7 +236,7 @@ def test_data_parallel_training_on_8_devices_matches_one_device():
 def test_pool_on_device_and_streamed_batches_train_identically(tiny_config):
   ds = input_pipeline.load_digits()
   model = models.create_model('small_cnn', 10)
-  variables = init_variables(model, jax.random.PRNGKey(0), ds.image_shape)
+  variables = init_variables(model, jax.random.PRNGKey(0), ds.image_shape, True)
   results = []
   for where in ('always', 'never'):
     tiny_config.data_on_device, tiny_config.num_epochs = where, 1

@@ -30,6 +30,7 @@ from absl import app, flags, logging
 from tod_jax import (checkpointing, cli_logging, driver, input_pipeline, models, selection,
                      uncertainty)
 from tod_jax.scoring import Scorer
+from tod_jax.strategies import cod as cod_strategy
 from tod_jax.sharded_map import make_mesh
 
 RECALL_FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
@@ -167,6 +168,8 @@ def collect(run: Run) -> list[CycleData]:
                                                   unlabeled)
     interval_cod = {spec: run.scorer.cod(current, variables, images, unlabeled)
                     for spec, variables in tree.get('extra_baselines', {}).items()}
+    if run.config.strategy == 'cod':  # The score that ranked this cycle's query.
+      scores['cod_query'] = query_score(run.config, cycle, scores['cod'], interval_cod)
     out.append(CycleData(cycle, labeled, queried, unlabeled,
                          per_sample_cross_entropy(logits, labels[unlabeled]),
                          {k: np.asarray(v, np.float64) for k, v in scores.items()},
@@ -174,6 +177,15 @@ def collect(run: Run) -> list[CycleData]:
     previous = current
     logging.info('analysed cycle %d: %d unlabeled', cycle, len(unlabeled))
   return out
+
+
+def query_score(config, cycle: int, cod: np.ndarray, interval_cod: dict) -> np.ndarray:
+  """The score whose largest values a `cod` run queried in `cycle`: COD against w_{c-1},
+  negated where the cycle took the lowest (cod_first_cycle), or against the
+  config.cod_interval snapshot."""
+  if config.cod_interval != 'cycle':
+    return interval_cod[config.cod_interval]
+  return -np.asarray(cod) if cod_strategy.takes_lowest(config, cycle) else cod
 
 
 def tsne_points(run: Run, cycle: int, max_labeled: int, seed: int = 0
@@ -255,7 +267,9 @@ def _write_all(run: Run, data: list[CycleData], out_dir: str, compare_workdirs: 
              f'cycles {[d.cycle for d in data]}, label noise {run.config.label_noise}. True loss '
              "= cross-entropy of the cycle's model w_c on the clean label, over the cycle's "
              'unlabeled pool; COD = ||softmax(w_c) - softmax(w_{c-1})|| (w_0: initial weights).',
-             '']
+             "In a `cod` run, cod_query is the score whose largest values the query took: -COD "
+             "in a cycle that took the lowest COD (cycle 1 with cod_first_cycle='lowest'), COD "
+             'against the cod_interval snapshot where the run set one, else COD.', '']
 
   # Fig. 3: mean COD and mean loss per cycle, with rank correlations.
   header = (['cycle', 'num_labeled', 'num_unlabeled', 'mean_cod', 'mean_loss']

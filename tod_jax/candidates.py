@@ -15,7 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from tod_jax import checkpointing, models, train
+from tod_jax import checkpointing, loss_forms, models, train
 from tod_jax.input_pipeline import Dataset
 from tod_jax.snapshots import Snapshots, parse_interval  # noqa: F401 (public here too)
 from tod_jax.train_state import (create_optimizer, create_train_state, init_variables,
@@ -59,7 +59,8 @@ def train_candidate(config: ml_collections.ConfigDict, dataset: Dataset, labeled
   model = models.create_model(config.model, dataset.num_classes, config.dropout_rate,
                               config.compute_dtype)
   key = jax.random.PRNGKey(config.seed)
-  variables = init_variables(model, jax.random.fold_in(key, 0), dataset.image_shape)
+  variables = init_variables(model, jax.random.fold_in(key, 0), dataset.image_shape,
+                             loss_forms.uses_consistency_head(config))
   snapshots = Snapshots(baseline_intervals, per_epoch, total, variables)
 
   state = create_train_state(model, variables, create_optimizer(config),

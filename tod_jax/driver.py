@@ -17,9 +17,11 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from tod_jax import (checkpointing, input_pipeline, label_noise, labels, loss_prediction, metrics,
+from tod_jax import (checkpointing, input_pipeline, label_noise, labels, loss_forms,
+                     loss_prediction, metrics,
                      models, snapshots, strategies, tod, train)
 from tod_jax.scoring import Scorer
+from tod_jax.strategies import cod as cod_strategy
 from tod_jax.sharded_map import make_mesh
 from tod_jax.train_state import (create_optimizer, create_train_state, init_variables,
                                  lr_decay_step)
@@ -32,7 +34,7 @@ RESUMABLE_CHANGES = frozenset(
 DTYPES = ('float32', 'bfloat16')  # Allowed for compute_dtype and kept_outputs_dtype.
 # Config fields added after runs were saved: a config.json without one had this value.
 ADDED_FIELDS = {'label_noise': 0.0, 'label_noise_seed': 0, 'extra_baselines': '',
-                'compute_dtype': 'float32'}
+                'compute_dtype': 'float32', 'tod_loss_form': 'paper', 'cod_interval': 'cycle'}
 
 
 class ConfigMismatchError(ValueError):
@@ -50,6 +52,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   models.create_model(config.model, 2)
   strategies.check_config(config)
   labels.check_mode(config.labels)
+  loss_forms.get(config.tod_loss_form)
   if config.loss_baseline not in ('ema', 'cyclic'):
     raise ValueError(f"Unknown loss_baseline {config.loss_baseline!r}; set "
                      "--config.loss_baseline to 'ema' (Eq. 7) or 'cyclic' (w_{c-1}).")
@@ -64,7 +67,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.num_cycles < 1 or config.num_epochs < 1 or config.batch_size < 1:
     raise ValueError('num_cycles, num_epochs and batch_size must be at least 1.')
   label_noise.check_probability(config.label_noise)
-  snapshots.parse_specs(config.extra_baselines)
+  snapshot_specs(config)
   input_pipeline.check_data_on_device(config.data_on_device)
 
 
@@ -190,6 +193,14 @@ def _check_crop(config: ml_collections.ConfigDict, dataset: input_pipeline.Datas
                      f'{dataset.image_shape[:2]}; lower --config.crop_size (0: no crop).')
 
 
+def snapshot_specs(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """Intervals of the in-cycle snapshots a run keeps: extra_baselines and COD's interval."""
+  specs = snapshots.parse_specs(config.extra_baselines)
+  if config.cod_interval != 'cycle' and config.cod_interval not in specs:
+    specs += snapshots.parse_specs(config.cod_interval)
+  return specs
+
+
 def _model_tree(state, key, extra_baselines: Optional[dict] = None) -> dict:
   tree = {'params': state.params, 'batch_stats': state.batch_stats,
           'ema_params': state.ema_params, 'ema_batch_stats': state.ema_batch_stats,
@@ -213,7 +224,8 @@ def initial_variables(config: ml_collections.ConfigDict, model: nn.Module,
   input_shape = dataset.image_shape
   if dataset.is_segmentation and config.crop_size:  # Fully convolutional: init on a crop.
     input_shape = (config.crop_size, config.crop_size, input_shape[-1])
-  init_vars = init_variables(model, jax.random.fold_in(base_key, 0), input_shape)
+  init_vars = init_variables(model, jax.random.fold_in(base_key, 0), input_shape,
+                             loss_forms.uses_consistency_head(config))
   init_head = None
   if strategies.needs_loss_head(config.strategy):  # LL4AL's module, trained with the model.
     init_head = loss_prediction.init_params(model, init_vars, jax.random.fold_in(base_key, 2),
@@ -231,7 +243,7 @@ def restore_cycle(checkpointer: checkpointing.Checkpointer, cycle: int,
   """
   state = create_train_state(model, init_vars, create_optimizer(config),
                              loss_head_params=init_head)
-  specs = snapshots.parse_specs(config.extra_baselines)
+  specs = snapshot_specs(config)
   abstract = _model_tree(state, jax.random.PRNGKey(config.seed),
                          {spec: init_vars for spec in specs})
   return checkpointer.restore(cycle, abstract)
@@ -257,7 +269,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   strategy = strategies.get_strategy(config.strategy)
   base_key = jax.random.PRNGKey(config.seed)
   init_vars, init_head = initial_variables(config, model, dataset)
-  extra_specs = snapshots.parse_specs(config.extra_baselines)
+  extra_specs = snapshot_specs(config)
 
   checkpointer = checkpointing.Checkpointer(workdir)
   last = checkpointer.latest_cycle()
@@ -303,6 +315,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
                                  loss_head_params=head_params,
                                  loss_baseline=baseline if cyclic else None)
       np_rng = np.random.default_rng([config.seed, cycle])
+      # The query draws from its own generator: training's draws (unlabeled batches) must
+      # not change which samples a random query takes.
+      query_rng = np.random.default_rng([config.seed, cycle, 1])
       # Fig. 7: copies of the model some steps before the cycle's end (clipped to the cycle).
       extra = snapshots.Snapshots(
           extra_specs, per_epoch, n_steps, variables, clip=True)
@@ -320,12 +335,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
       # Every cycle queries, the last one too: its query is the next batch to label.
       candidates = unlabeled
       if config.pool_subset and config.pool_subset < len(unlabeled):
-        candidates = np.sort(np_rng.choice(unlabeled, config.pool_subset, replace=False))
+        candidates = np.sort(query_rng.choice(unlabeled, config.pool_subset, replace=False))
       if budget > len(candidates):
         raise ValueError(f'Budget {budget} exceeds the {len(candidates)} candidates; raise '
                          '--config.pool_subset or lower --config.budget_fraction.')
-      ctx = strategies.QueryContext(config, dataset, labeled, candidates, state, baseline,
-                                    scorer, np_rng, cycle, strategy_state)
+      # COD's baseline: w_{c-1} (Eq. 5), or a snapshot config.cod_interval before the end.
+      query_baseline = (baseline if config.cod_interval == 'cycle'
+                        else extra.variables[config.cod_interval])
+      ctx = strategies.QueryContext(config, dataset, labeled, candidates, state, query_baseline,
+                                    scorer, query_rng, cycle, strategy_state)
       start = time.perf_counter()
       queried = np.asarray(strategy(ctx, budget))
       score_seconds = time.perf_counter() - start
@@ -350,6 +368,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
       key = jax.random.fold_in(base_key, cycle + 1)
       meta = {'cycle': cycle, 'labeled': checkpointing.indices_to_json(next_labeled),
               'queried': checkpointing.indices_to_json(queried), 'query_scores': query_scores,
+              # A cod query in cycle 1 may take the lowest scores (strategies/cod.py).
+              'query_order': ('lowest' if config.strategy == 'cod'
+                              and cod_strategy.takes_lowest(config, cycle) else 'highest'),
               'records': records}
       if extra_specs:
         meta['extra_baselines_steps_back'] = extra.steps_back

@@ -58,6 +58,13 @@ def unsupervised_tod_loss(out: chex.Array, ema_out: chex.Array) -> chex.Array:
   return jnp.mean(jnp.sum(jnp.square(diff), axis=-1))
 
 
+# Eq. 7 as the authors' code computes it (PyTorch mse_loss): mean over samples and classes.
+def mean_squared_error(out: chex.Array, target: chex.Array) -> chex.Array:
+  """mean((out - target)^2) over every axis; no gradient is stopped here."""
+  chex.assert_equal_shape([out, target])
+  return jnp.mean(jnp.square((out - target).astype(jnp.float32)))
+
+
 # Eq. 8: L_S(w) = mean_s CE(f(x_s; w), y_s).
 def supervised_loss(logits: chex.Array, labels: chex.Array,
                     ignore_label: Optional[int] = None) -> chex.Array:

@@ -1,5 +1,6 @@
 """One active-learning cycle of semi-supervised training (Eqs. 6-9)."""
 
+import dataclasses
 import functools
 import math
 from typing import Any, Callable, Optional
@@ -14,7 +15,7 @@ import tqdm
 
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from tod_jax import input_pipeline, loss_prediction, tod
+from tod_jax import input_pipeline, loss_forms, loss_prediction, tod
 from tod_jax.input_pipeline import Dataset
 from tod_jax.sharded_map import DATA_AXIS, make_mesh, put
 from tod_jax.train_state import TrainState
@@ -24,102 +25,196 @@ class NonFiniteLossError(FloatingPointError):
   """Training produced a NaN or infinite loss."""
 
 
-def _prepare(key: chex.PRNGKey, images: chex.Array, masks: Optional[chex.Array],
-             config: ml_collections.ConfigDict, mean: tuple, std: tuple, segmentation: bool
-             ) -> tuple[chex.Array, Optional[chex.Array]]:
+@dataclasses.dataclass(frozen=True)
+class StepSettings:
+  """The config values the compiled train step depends on, and nothing else.
+
+  Two runs that differ only by seed, strategy or cycle count share one compiled
+  step (the cache key is this object, not the whole config).
+  """
+  semi: bool
+  loss_form: str
+  tod_weight: float
+  loss_output: str
+  loss_baseline: str
+  ema_decay: float
+  ema_warmup: bool
+  crop_padding: int
+  flip: bool
+  crop_size: int
+  ll4al_weight: float
+  ll4al_margin: float
+  mean: tuple
+  std: tuple
+  ignore_label: Optional[int]
+
+  @classmethod
+  def create(cls, config: ml_collections.ConfigDict, dataset: Dataset) -> 'StepSettings':
+    loss_forms.get(config.tod_loss_form)  # Fails fast on an unknown form.
+    return cls(bool(config.semi), config.tod_loss_form, float(config.tod_weight),
+               config.loss_output, config.loss_baseline, float(config.ema_decay),
+               bool(config.ema_warmup), int(config.crop_padding), bool(config.flip),
+               int(config.crop_size), float(config.ll4al_weight), float(config.ll4al_margin),
+               tuple(dataset.mean), tuple(dataset.std), dataset.ignore_label)
+
+  @property
+  def form(self) -> loss_forms.LossForm:
+    return loss_forms.get(self.loss_form)
+
+
+def _prepare(s: StepSettings, key: chex.PRNGKey, images: chex.Array, masks: Optional[chex.Array],
+             segmentation: bool) -> tuple[chex.Array, Optional[chex.Array]]:
   """Augmented, normalised images; segmentation masks get the same crop and flip."""
   if segmentation:
-    images, masks = input_pipeline.augment_segmentation(key, images, masks, config.crop_size,
-                                                        config.flip)
+    images, masks = input_pipeline.augment_segmentation(key, images, masks, s.crop_size, s.flip)
   else:
-    images = input_pipeline.augment(key, images, config.crop_padding, config.flip)
-  return input_pipeline.normalize(images, mean, std), masks
+    images = input_pipeline.augment(key, images, s.crop_padding, s.flip)
+  return input_pipeline.normalize(images, s.mean, s.std), masks
+
+
+def _student(s: StepSettings, state: TrainState, params: Any, x_l: chex.Array,
+             x_u: Optional[chex.Array], rng: chex.PRNGKey, collect: tuple[str, ...]):
+  """The model in training mode on the labeled and unlabeled batch.
+
+  One BatchNorm batch for both ('paper'), or two forward passes in turn ('reference').
+  Returns (logits_l, logits_u or None, sown intermediates of each, new batch_stats).
+  """
+  mutable = ['batch_stats', *collect]
+  run = lambda stats, x, key: state.apply_fn({'params': params, 'batch_stats': stats}, x,
+                                             train=True, mutable=mutable, rngs={'dropout': key})
+  if x_u is None or s.form.separate_batches:
+    logits_l, upd_l = run(state.batch_stats, x_l, rng)
+    if x_u is None:
+      return logits_l, None, upd_l.get('intermediates', {}), {}, upd_l['batch_stats']
+    logits_u, upd_u = run(upd_l['batch_stats'], x_u, jax.random.fold_in(rng, 1))
+    return (logits_l, logits_u, upd_l.get('intermediates', {}), upd_u.get('intermediates', {}),
+            upd_u['batch_stats'])
+  n_l = x_l.shape[0]
+  logits, upd = run(state.batch_stats, jnp.concatenate([x_l, x_u]), rng)
+  inter = upd.get('intermediates', {})
+  return (logits[:n_l], logits[n_l:], jax.tree.map(lambda a: a[:n_l], inter),
+          jax.tree.map(lambda a: a[n_l:], inter), upd['batch_stats'])
+
+
+def _teacher(s: StepSettings, state: TrainState, x_l: chex.Array, x_u: chex.Array,
+             rng: chex.PRNGKey) -> tuple[Optional[chex.Array], chex.Array, Any]:
+  """The baseline of Eq. 7 on the batches: (outputs on x_l or None, on x_u, EMA BN statistics).
+
+  'ema': the EMA model in training mode with its own BatchNorm statistics (authors'
+  code); 'cyclic': the fixed previous-cycle model w_{c-1} in inference mode.
+  """
+  if s.loss_baseline == 'cyclic':
+    if state.loss_baseline is None:
+      raise ValueError("loss_baseline='cyclic' needs the state's loss_baseline (w_{c-1}); "
+                       'pass loss_baseline= to create_train_state.')
+    run = lambda x: state.apply_fn(state.loss_baseline, x, train=False)
+    return (run(x_l) if s.form.teacher_on_labeled else None), run(x_u), state.ema_batch_stats
+  stats = state.ema_batch_stats
+  outputs = []
+  for i, x in enumerate([x_l, x_u] if s.form.teacher_on_labeled else [x_u]):
+    logits, upd = state.apply_fn({'params': state.ema_params, 'batch_stats': stats}, x,
+                                 train=True, mutable=['batch_stats'],
+                                 rngs={'dropout': jax.random.fold_in(rng, i + 1)})
+    outputs.append(logits)
+    stats = upd['batch_stats']
+  teacher_l = outputs[0] if s.form.teacher_on_labeled else None
+  return teacher_l, outputs[-1], stats
+
+
+def _unsupervised(s: StepSettings, params: Any, logits: tuple, inter: tuple,
+                  teacher: tuple) -> chex.Array:
+  """The unsupervised term of Eq. 9 in form s.loss_form (tod_jax.loss_forms)."""
+  out = lambda a: tod.model_output(a, s.loss_output)
+  if not s.form.consistency_head:
+    return loss_forms.paper(out(logits[1]), out(teacher[1]))
+  if loss_forms.CONSISTENCY_HEAD not in params:
+    raise ValueError(f"tod_loss_form={s.loss_form!r} trains a consistency head, but the params "
+                     'have none; build them with init_variables(..., consistency_head=True).')
+  head = params[loss_forms.CONSISTENCY_HEAD]
+  heads = tuple(out(loss_forms.consistency_head(head, i['features'][0])) for i in inter)
+  return loss_forms.reference(tuple(map(out, logits)), heads, tuple(map(out, teacher)))
+
+
+def _loss(s: StepSettings, state: TrainState, params: Any, head_params: Any, x_l: chex.Array,
+          labels: chex.Array, x_u: Optional[chex.Array], teacher: tuple, rng: chex.PRNGKey,
+          detach_loss_head: bool):
+  """Eq. 9 (+ LL4AL's ranking loss with a loss prediction module); returns (loss, aux)."""
+  with_head = head_params is not None
+  collect = ('intermediates',) if with_head or s.form.consistency_head else ()
+  logits_l, logits_u, inter_l, inter_u, batch_stats = _student(s, state, params, x_l, x_u,
+                                                               rng, collect)
+  sup = tod.supervised_loss(logits_l, labels, ignore_label=s.ignore_label)
+  unsup = (_unsupervised(s, params, (logits_l, logits_u), (inter_l, inter_u), teacher)
+           if x_u is not None else jnp.zeros(()))
+  loss = tod.overall_loss(sup, unsup, s.tod_weight if x_u is not None else 0.0)
+  ranking = jnp.zeros(())
+  if with_head:  # LL4AL: rank the labeled samples' true losses.
+    predicted = loss_prediction.predict(head_params, inter_l, detach_loss_head)
+    true_losses = optax.softmax_cross_entropy_with_integer_labels(logits_l, labels)
+    ranking = loss_prediction.ranking_loss(predicted, true_losses, s.ll4al_margin)
+    loss = loss + s.ll4al_weight * ranking
+  return loss, (batch_stats, logits_l, sup, unsup, ranking)
+
+
+def _update_loss_head(state: TrainState, head_grads: Any) -> TrainState:
+  """One optimizer step of LL4AL's module with the model's optimizer settings."""
+  updates, opt_state = state.tx.update(head_grads, state.loss_head_opt_state,
+                                       state.loss_head_params)
+  return state.replace(loss_head_params=optax.apply_updates(state.loss_head_params, updates),
+                       loss_head_opt_state=opt_state)
+
+
+def _update_ema(s: StepSettings, state: TrainState, ema_batch_stats: Any,
+                ema_forward: bool) -> TrainState:
+  """Eq. 6 on the parameters; without an EMA forward pass the BN statistics are averaged too."""
+  decay = tod.ema_decay(state.step, s.ema_decay, s.ema_warmup)
+  if not ema_forward:
+    ema_batch_stats = tod.ema_update(state.batch_stats, ema_batch_stats, decay)
+  return state.replace(ema_params=tod.ema_update(state.params, state.ema_params, decay),
+                       ema_batch_stats=ema_batch_stats)
 
 
 def train_step(state: TrainState, labeled: dict, unlabeled: dict, rng: chex.PRNGKey,
-               detach_loss_head: bool = False, *, config: ml_collections.ConfigDict,
-               mean: tuple, std: tuple, ignore_label: Optional[int] = None
+               detach_loss_head: bool = False, *, settings: StepSettings
                ) -> tuple[TrainState, dict]:
-  """One SGD step on CE(labeled) + lambda * TOD(unlabeled), then the EMA update.
+  """One SGD step on CE(labeled) + lambda * TOD(unlabeled) (Eq. 9), then the EMA update (Eq. 6).
 
   With a loss prediction module in the state (LL4AL), its margin ranking loss
-  on the labeled batch is added with weight config.ll4al_weight.
+  on the labeled batch is added with weight ll4al_weight.
 
   Args:
     state: current train state.
     labeled: {'image': uint8 [B, H, W, C], 'label': int32 [B] or per-pixel masks [B, H, W]}.
-    unlabeled: {'image': uint8 [U, H, W, C]} (ignored when config.semi is False).
+    unlabeled: {'image': uint8 [U, H, W, C]} (ignored when settings.semi is False).
     rng: PRNG key for augmentation and dropout (folded with the step).
     detach_loss_head: (static) stop the ranking loss's gradient into the model.
-    config: the run config (static).
-    mean, std: per-channel normalisation.
-    ignore_label: label excluded from the loss and accuracy (segmentation), or None.
+    settings: the config values the step uses (static).
   Returns:
     The new state and scalar metrics {'loss', 'sup_loss', 'unsup_loss', 'accuracy'}
     (segmentation: pixel accuracy over non-ignored pixels; 'ranking_loss' with a loss
     prediction module).
   """
+  s = settings
   rng = jax.random.fold_in(rng, state.step)
   aug_l, aug_u, dropout_rng = jax.random.split(rng, 3)
   segmentation = labeled['label'].ndim == 3  # Per-pixel masks; static under jit.
-  prep = functools.partial(_prepare, config=config, mean=mean, std=std,
-                           segmentation=segmentation)
-  x_l, labels = prep(aug_l, labeled['image'], labeled['label'])
-  n_l = x_l.shape[0]
-  x = jnp.concatenate([x_l, prep(aug_u, unlabeled['image'], None)[0]]) if config.semi else x_l
-
-  ema_batch_stats = state.ema_batch_stats
-  ema_forward = config.semi and config.loss_baseline == 'ema'
-  if ema_forward:
-    # The baseline (EMA) model runs in training mode with its own BatchNorm statistics.
-    base_logits, ema_updates = state.apply_fn(
-        state.ema_variables, x[n_l:], train=True, mutable=['batch_stats'],
-        rngs={'dropout': jax.random.fold_in(dropout_rng, 1)})
-    ema_batch_stats = ema_updates['batch_stats']
-  elif config.semi:  # 'cyclic': the fixed previous-cycle model w_{c-1}, inference mode.
-    if state.loss_baseline is None:
-      raise ValueError("loss_baseline='cyclic' needs the state's loss_baseline (w_{c-1}); "
-                       'pass loss_baseline= to create_train_state.')
-    base_logits = state.apply_fn(state.loss_baseline, x[n_l:], train=False)
-  if config.semi:
-    base_out = tod.model_output(base_logits, config.loss_output)
+  x_l, labels = _prepare(s, aug_l, labeled['image'], labeled['label'], segmentation)
+  x_u = _prepare(s, aug_u, unlabeled['image'], None, segmentation)[0] if s.semi else None
+  teacher, ema_stats = (None, None), state.ema_batch_stats
+  if s.semi:
+    *teacher, ema_stats = _teacher(s, state, x_l, x_u, dropout_rng)
   with_head = state.loss_head_params is not None
-
-  def loss_fn(params, head_params):
-    logits, updates = state.apply_fn(
-        {'params': params, 'batch_stats': state.batch_stats}, x, train=True,
-        mutable=['batch_stats', 'intermediates'] if with_head else ['batch_stats'],
-        rngs={'dropout': dropout_rng})
-    sup = tod.supervised_loss(logits[:n_l], labels, ignore_label=ignore_label)
-    unsup = (tod.unsupervised_tod_loss(tod.model_output(logits[n_l:], config.loss_output),
-                                       base_out) if config.semi else jnp.zeros(()))
-    loss = tod.overall_loss(sup, unsup, config.tod_weight if config.semi else 0.0)
-    ranking = jnp.zeros(())
-    if with_head:  # LL4AL: rank the labeled samples' true losses.
-      labeled_stages = jax.tree.map(lambda a: a[:n_l], updates['intermediates'])
-      predicted = loss_prediction.predict(head_params, labeled_stages, detach_loss_head)
-      true_losses = optax.softmax_cross_entropy_with_integer_labels(logits[:n_l],
-                                                                     labeled['label'])
-      ranking = loss_prediction.ranking_loss(predicted, true_losses, config.ll4al_margin)
-      loss = loss + config.ll4al_weight * ranking
-    return loss, (updates['batch_stats'], logits[:n_l], sup, unsup, ranking)
-
-  (loss, (batch_stats, logits_l, sup, unsup, ranking)), (grads, head_grads) = (
-      jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
-          state.params, state.loss_head_params))
+  grad_fn = jax.value_and_grad(
+      lambda p, h: _loss(s, state, p, h, x_l, labels, x_u, tuple(teacher), dropout_rng,
+                         detach_loss_head), argnums=(0, 1), has_aux=True)
+  (loss, (batch_stats, logits_l, sup, unsup, ranking)), (grads, head_grads) = grad_fn(
+      state.params, state.loss_head_params)
   if with_head:
-    head_updates, head_opt_state = state.tx.update(head_grads, state.loss_head_opt_state,
-                                                   state.loss_head_params)
-    state = state.replace(
-        loss_head_params=optax.apply_updates(state.loss_head_params, head_updates),
-        loss_head_opt_state=head_opt_state)
+    state = _update_loss_head(state, head_grads)
   state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-  decay = tod.ema_decay(state.step, config.ema_decay, config.ema_warmup)
-  if not ema_forward:  # No EMA forward pass: average the statistics like the weights.
-    ema_batch_stats = tod.ema_update(batch_stats, ema_batch_stats, decay)
-  state = state.replace(ema_params=tod.ema_update(state.params, state.ema_params, decay),
-                        ema_batch_stats=ema_batch_stats)
-  counted = jnp.ones(labels.shape, bool) if ignore_label is None else labels != ignore_label
+  state = _update_ema(s, state, ema_stats, s.semi and s.loss_baseline == 'ema')
+  counted = (jnp.ones(labels.shape, bool) if s.ignore_label is None
+             else labels != s.ignore_label)
   correct = (jnp.argmax(logits_l, -1) == labels) & counted
   metrics = {'loss': loss, 'sup_loss': sup, 'unsup_loss': unsup,
              'accuracy': jnp.sum(correct) / jnp.maximum(jnp.sum(counted), 1)}
@@ -165,16 +260,14 @@ def make_train_step(config: ml_collections.ConfigDict, dataset: Dataset,
   """
   mesh = mesh if mesh is not None else make_mesh()
   check_batch_sizes(config, mesh)
-  return _make_step(ml_collections.FrozenConfigDict(config), tuple(dataset.mean),
-                    tuple(dataset.std), dataset.ignore_label, mesh, indexed)
+  return _make_step(StepSettings.create(config, dataset), mesh, indexed)
 
 
 @functools.lru_cache(maxsize=16)
-def _make_step(config: ml_collections.FrozenConfigDict, mean: tuple, std: tuple,
-               ignore_label: Optional[int], mesh: Mesh, indexed: bool) -> Callable:
-  """make_train_step's step, one per setting, so every cycle of a run reuses its compilation."""
+def _make_step(settings: StepSettings, mesh: Mesh, indexed: bool) -> Callable:
+  """make_train_step's step, one per setting, so every cycle (and run) reuses its compilation."""
   replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
-  kwargs = dict(config=config, mean=mean, std=std, ignore_label=ignore_label)
+  kwargs = dict(settings=settings)
   if indexed:
     fn, batch_shardings = functools.partial(_indexed_train_step, **kwargs), (
         replicated, sharded, sharded)

@@ -11,6 +11,8 @@ import ml_collections
 import optax
 from flax.training import train_state
 
+from tod_jax import loss_forms
+
 
 class TrainState(train_state.TrainState):
   """flax TrainState plus BatchNorm statistics and the EMA (mean-teacher) model of Eq. 6.
@@ -70,11 +72,24 @@ def lr_decay_step(config: ml_collections.ConfigDict, num_steps: int) -> int:
   return int(config.lr_decay_at * num_steps)
 
 
-def init_variables(model: nn.Module, rng: chex.PRNGKey, image_shape: tuple[int, ...]) -> dict:
-  """Initial {'params', 'batch_stats'} for one input of `image_shape` (H, W, C)."""
-  variables = jax.jit(model.init, static_argnames='train')(
-      rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
-  return {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
+def init_variables(model: nn.Module, rng: chex.PRNGKey, image_shape: tuple[int, ...],
+                   consistency_head: bool = False) -> dict:
+  """Initial {'params', 'batch_stats'} for one input of `image_shape` (H, W, C).
+
+  With `consistency_head` (tod_loss_form='reference') the params also hold the
+  consistency head, a Dense layer on the model's sown 'features'.
+  """
+  x = jnp.zeros((1, *image_shape), jnp.float32)
+  variables = jax.jit(model.init, static_argnames='train')(rng, x, train=False)
+  params = variables['params']
+  if consistency_head:
+    logits, sown = model.apply(variables, x, train=False, mutable=['intermediates'])
+    if logits.ndim != 2 or 'features' not in sown['intermediates']:
+      raise ValueError("tod_loss_form='reference' needs a classification model that sows its "
+                       "pooled 'features'; use --config.tod_loss_form=paper for this model.")
+    params = {**params, loss_forms.CONSISTENCY_HEAD: loss_forms.init_consistency_head(
+        jax.random.fold_in(rng, 1), sown['intermediates']['features'][0], logits.shape[-1])}
+  return {'params': params, 'batch_stats': variables.get('batch_stats', {})}
 
 
 def create_train_state(model: nn.Module, variables: dict, tx: optax.GradientTransformation,

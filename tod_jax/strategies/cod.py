@@ -2,26 +2,41 @@
 
 With config.keep_outputs, w_{c-1}'s outputs are kept from the previous cycle's
 query, so each cycle runs one forward pass per pool image (kept_outputs.py).
-In cycle 1, w_{c-1} is the network's own initial weights (paper); with
-config.cod_first_cycle='lowest' cycle 1 queries the *lowest* scores instead, as
-the authors' code does.
+
+Cycle 1 compares with the network's own initial weights, whose softmax is nearly
+flat. config.cod_first_cycle='lowest' (default, the authors' code) then queries the
+*lowest* scores, the samples the trained model is least sure of; 'highest' (the
+paper's text read literally) queries the largest, which on digits are the most
+confident samples (README, "Where tod_jax follows the paper").
+
+config.cod_interval='1epoch' (or '5steps', ...) compares w_c with a snapshot of the
+same cycle that far before its end instead of w_{c-1} (beyond the paper; the
+baseline is trained, so every cycle queries the highest scores).
 """
 
 import numpy as np
 
-from tod_jax import kept_outputs, selection, strategies
+from tod_jax import kept_outputs, selection, snapshots, strategies
 
 
 def _check(config) -> None:
   if config.cod_first_cycle not in ('highest', 'lowest'):
     raise ValueError(f'Unknown cod_first_cycle {config.cod_first_cycle!r}; set '
-                     "--config.cod_first_cycle to 'highest' (paper) or 'lowest' (authors' code).")
+                     "--config.cod_first_cycle to 'lowest' (authors' code) or 'highest' "
+                     "(paper's text).")
+  if config.cod_interval != 'cycle':
+    snapshots.parse_specs(config.cod_interval)
+
+
+def takes_lowest(config, cycle: int) -> bool:
+  """Whether cycle `cycle`'s COD query takes the lowest scores (cycle 1 vs initial weights)."""
+  return cycle == 1 and config.cod_interval == 'cycle' and config.cod_first_cycle == 'lowest'
 
 
 @strategies.register('cod', check=_check)
 def query(ctx: 'strategies.QueryContext', budget: int) -> np.ndarray:
   images = ctx.dataset.train_images
-  if ctx.config.keep_outputs:
+  if ctx.config.keep_outputs and ctx.config.cod_interval == 'cycle':
     scores = kept_outputs.cod_scores(
         ctx.scorer, ctx.state.variables, ctx.baseline_variables, images, ctx.candidates,
         ctx.strategy_state, dtype=ctx.config.kept_outputs_dtype,
@@ -30,6 +45,6 @@ def query(ctx: 'strategies.QueryContext', budget: int) -> np.ndarray:
     scores = ctx.scorer.cod(ctx.state.variables, ctx.baseline_variables, images,
                             ctx.candidates)
   ctx.report['scores'] = scores
-  if ctx.cycle == 1 and ctx.config.cod_first_cycle == 'lowest':
+  if takes_lowest(ctx.config, ctx.cycle):
     return selection.top_b(-scores, ctx.candidates, budget)
   return selection.top_b(scores, ctx.candidates, budget)
