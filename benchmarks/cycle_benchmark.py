@@ -1,9 +1,10 @@
 """Wall time of active-learning cycles, split into train / evaluate / score / select / checkpoint.
 
-Runs the cycle's pieces with the library's own functions, in the driver's order
-(train.train_cycle, driver.evaluate, the config's strategy through a QueryContext
-and the Scorer, selection.top_b, Checkpointer.save), timing each; one JSON line per
-cycle, with host peak RSS and, where the backend reports it, the device's peak bytes:
+Runs the driver's own cycle function (tod_jax.cycle.run_cycle) and reads each
+phase's seconds from its record (train, first step, evaluate, score + select),
+times ranking.top_b and rundir.save beside it; one JSON line per cycle, with host
+peak RSS and, where the backend reports it, the device's peak bytes. Every
+strategy and loss teacher runs, as in a real run:
 
   python benchmarks/cycle_benchmark.py                     # embedded digits, 2 cycles
   python benchmarks/cycle_benchmark.py --config=configs/cifar10.py --synthetic_cifar=5000 \\
@@ -32,18 +33,13 @@ import sys
 import tempfile
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_utils  # noqa: E402  pylint: disable=g-import-not-at-top
-from tod_jax import (checkpointing, driver, input_pipeline, loss_forms, models, selection,  # noqa: E402
-                     strategies, train)
-from tod_jax.scoring import Scorer  # noqa: E402
-from tod_jax.sharded_map import make_mesh  # noqa: E402
-from tod_jax.train_state import create_optimizer, create_train_state, init_variables, lr_decay_step  # noqa: E402
+from tod_jax import checkpointing, input_pipeline, ranking, rundir, train  # noqa: E402
+from tod_jax import cycle as cycle_lib  # noqa: E402
 
 CIFAR10_POOL, CIFAR10_TEST = 50_000, 10_000
 
@@ -81,73 +77,34 @@ def load(fv, config) -> input_pipeline.Dataset:
 
 
 def run_cycles(config, dataset, num_cycles, workdir):
-  """Runs `num_cycles` cycles as the driver does; yields one timing record per cycle."""
-  initial, budget = driver.plan_sizes(config, dataset.pool_size)
-  model = models.create_model(config.model, dataset.num_classes, config.dropout_rate,
-                              config.compute_dtype)
-  scorer = Scorer(model, dataset.mean, dataset.std, config.score_output,
-                  config.score_chunk_size, make_mesh())
-  strategy = strategies.get_strategy(config.strategy)
-  base_key = jax.random.PRNGKey(config.seed)
-  variables = init_variables(model, jax.random.fold_in(base_key, 0), dataset.image_shape,
-                             loss_forms.uses_consistency_head(config))
-  baseline, ema_variables, step = jax.tree.map(jnp.copy, variables), None, 0
-  labeled = np.sort(np.random.default_rng(config.seed).choice(dataset.pool_size, initial,
-                                                              replace=False))
-  strategy_state, key = {}, jax.random.fold_in(base_key, 1)
-  chunk = scorer._logits.chunk_size  # pylint: disable=protected-access
+  """Runs `num_cycles` cycles with cycle.run_cycle (the driver's own function); yields one
+  timing record per cycle, its phases read from the cycle's record."""
+  experiment = cycle_lib.setup(config, dataset)
+  labeled = np.random.default_rng(config.seed).choice(dataset.pool_size,
+                                                      experiment.initial_size, replace=False)
+  state = cycle_lib.initial_state(experiment, labeled)
+  chunk = experiment.scorer.chunk_size
   checkpointer = checkpointing.Checkpointer(workdir)
   try:
-    for cycle in range(1, num_cycles + 1):
-      unlabeled = np.setdiff1d(np.arange(dataset.pool_size), labeled)
-      n_steps = config.num_epochs * train.steps_per_epoch(len(labeled), config.batch_size)
-      state = create_train_state(model, variables, create_optimizer(config), ema_variables,
-                                 step, decay_step=lr_decay_step(config, n_steps))
-      np_rng = np.random.default_rng([config.seed, cycle])
-      first_step = {}
-
-      def on_step(state, done, first_step=first_step):
-        if done == 1:
-          jax.block_until_ready(state.step)
-          first_step['end'] = time.perf_counter()
-
-      start = time.perf_counter()
-      state, _ = train.train_cycle(state, dataset, labeled, unlabeled, config, np_rng, key,
-                                   cycle=cycle, on_step=on_step)
-      jax.block_until_ready(state)
-      end = time.perf_counter()
-      times = {'train': end - start}
-      first_step_seconds = first_step['end'] - start
-
-      start = time.perf_counter()
-      driver.evaluate(scorer, state.variables, dataset)
-      driver.evaluate(scorer, state.ema_variables, dataset)
-      times['evaluate'] = time.perf_counter() - start
-
-      candidates = unlabeled
-      if config.pool_subset and config.pool_subset < len(unlabeled):
-        candidates = np.sort(np_rng.choice(unlabeled, config.pool_subset, replace=False))
-      ctx = strategies.QueryContext(config, dataset, labeled, candidates, state, baseline,
-                                    scorer, np_rng, cycle, strategy_state)
-      queried, query_seconds = bench_utils.timed(lambda: np.asarray(strategy(ctx, budget)))
-      times['select'] = 0.0
-      if ctx.report.get('scores') is not None:  # The strategy's own top_b, timed alone.
+    for _ in range(num_cycles):
+      num_labeled = len(state.labeled)
+      n_steps = config.num_epochs * train.steps_per_epoch(num_labeled, config.batch_size)
+      candidates = min(dataset.pool_size - num_labeled, config.pool_subset or dataset.pool_size)
+      state, record = cycle_lib.run_cycle(experiment, state, dataset)
+      line = record.metrics
+      times = {'train': line['train_seconds'], 'evaluate': line['evaluate_seconds'],
+               'select': 0.0}
+      if record.query_scores is not None:  # The strategy's own top_b, timed alone.
+        scores = np.random.default_rng(0).random(candidates)
         _, times['select'] = bench_utils.timed(
-            lambda: selection.top_b(ctx.report['scores'], candidates, budget))
-      times['score'] = query_seconds - times['select']
-
-      key = jax.random.fold_in(base_key, cycle + 1)
-      next_labeled = np.union1d(labeled, queried).astype(np.int64)
-      meta = {'cycle': cycle, 'labeled': checkpointing.indices_to_json(next_labeled),
-              'queried': checkpointing.indices_to_json(queried), 'records': []}
-      model_tree = driver._model_tree(state, key)  # pylint: disable=protected-access
-      _, times['checkpoint'] = bench_utils.timed(
-          lambda: checkpointer.save(cycle, model_tree, meta, strategy_state))
-
-      yield {'cycle': cycle, 'dataset': dataset.name, 'model': config.model,
-             'strategy': config.strategy, 'pool': dataset.pool_size,
-             'test': len(dataset.test_labels), 'num_labeled': len(labeled),
-             'candidates': len(candidates), 'train_steps': n_steps,
+            lambda: ranking.top_b(scores, np.arange(candidates), experiment.budget))
+      times['score'] = line['score_seconds'] - times['select']
+      _, times['checkpoint'] = bench_utils.timed(lambda: rundir.save(checkpointer, state, record))
+      first_step_seconds = line['train_first_step_seconds']
+      yield {'cycle': line['cycle'], 'dataset': dataset.name, 'model': config.model,
+             'strategy': config.strategy, 'loss_teacher': config.loss_teacher,
+             'pool': dataset.pool_size, 'test': len(dataset.test_labels),
+             'num_labeled': num_labeled, 'candidates': candidates, 'train_steps': n_steps,
              **{f'{phase}_seconds': seconds for phase, seconds in times.items()},
              'total_seconds': sum(times.values()),
              'train_first_step_seconds': first_step_seconds,
@@ -156,13 +113,10 @@ def run_cycles(config, dataset, num_cycles, workdir):
                                     if n_steps > 1 else None),
              # Per image computed: the Scorer pads the last chunk; evaluation runs two models.
              'chunk': chunk,
-             'score_seconds_per_image': times['score'] / padded(len(candidates), chunk),
+             'score_seconds_per_image': times['score'] / padded(candidates, chunk),
              'evaluate_seconds_per_image': (times['evaluate'] /
                                             (2 * padded(len(dataset.test_labels), chunk))),
              **bench_utils.peak_memory()}
-      labeled, step = next_labeled, int(state.step)
-      variables, ema_variables = state.variables, state.ema_variables
-      baseline = jax.tree.map(jnp.copy, variables)
   finally:
     checkpointer.close()
 
@@ -177,7 +131,7 @@ def protocol_estimate(config, rates: dict, pool: int, test: int, epochs: int) ->
     raise ValueError(f"Cycle {rates['cycle']} trained one step, which includes compilation, so "
                      'there is no per-step rate to estimate from; raise --config.num_epochs '
                      '(or --synthetic_cifar) to train at least 2 steps per cycle.')
-  initial, budget = driver.plan_sizes(config, pool)
+  initial, budget = cycle_lib.plan_sizes(config, pool)
   train_s = score_s = 0.0
   steps = scored = 0
   for cycle in range(config.num_cycles):

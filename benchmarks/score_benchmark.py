@@ -42,12 +42,11 @@ def bench_jax(images, pools, chunk, model, repeats):
   # Any other weights time the same; scaling saves a second compile of the initialiser.
   previous = jax.tree.map(lambda x: 0.9 * x, current)
   scorer = scoring.Scorer(model, bench_utils.CIFAR_MEAN, bench_utils.CIFAR_STD, 'softmax', chunk)
-  state = {}
   all_indices = np.arange(len(images))
-  kept_outputs.cod_scores(scorer, previous, current, images, all_indices, state)  # f(x; prev).
-  kept_state = lambda: {kept_outputs.KEPT: dict(state[kept_outputs.KEPT])}
+  _, previous_kept = kept_outputs.cod_scores(scorer, previous, current, images, all_indices,
+                                             None)  # Keeps f(x; prev).
   kept = lambda pool: kept_outputs.cod_scores(scorer, current, previous, images, pool,
-                                              kept_state())
+                                              previous_kept)[0]
   two_pass = lambda pool: scorer.cod(current, previous, images, pool)
   # The kept path from kept outputs reproduces the two-pass scores (and both are compiled).
   np.testing.assert_allclose(kept(all_indices[:chunk]), two_pass(all_indices[:chunk]),

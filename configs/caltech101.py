@@ -1,6 +1,6 @@
 """Caltech-101, Table VIII: resize 256, centre crop 224, lr 0.01, 50 epochs, batch 64."""
 
-from configs import default
+from tod_jax.configs import default
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """CIFAR-10, Table VIII: the default protocol."""
 
-from configs import default
+from tod_jax.configs import default
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """CIFAR-100, Table VIII."""
 
-from configs import default
+from tod_jax.configs import default
 
 
 def get_config():

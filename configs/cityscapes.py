@@ -5,22 +5,13 @@ validation images at full resolution (1024 x 2048). Needs the manual TFDS downlo
 (see README); a missing dataset stops the run with the instructions.
 """
 
-from configs import default
+from tod_jax.configs import segmentation
 
 
 def get_config():
-  config = default.get_config()
+  config = segmentation.get_config()
   config.dataset = 'cityscapes'
   config.model = 'drn_d_22'
-  config.crop_padding = 0
   config.crop_size = 688
-  config.optimizer = 'adam'
-  config.learning_rate = 5e-4
-  config.weight_decay = 0.0  # Table VIII lists no weight decay for Cityscapes.
-  config.lr_decay_factor = 1.0  # No schedule is given for Cityscapes: constant learning rate.
-  config.tod_loss_form = 'paper'  # No segmentation code is published: the paper's Eq. 7, per pixel.
-  config.num_epochs = 40
-  config.batch_size = 4
-  config.unlabeled_batch_size = 4
   config.score_chunk_size = 8  # Full-resolution images per sharded scoring call.
   return config

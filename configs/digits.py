@@ -4,7 +4,7 @@ Same protocol shape as the paper (10% start, +5% per cycle, 7 cycles), scaled
 down: 1,437 pool images, 360 test images.
 """
 
-from configs import default
+from tod_jax.configs import default
 
 
 def get_config():

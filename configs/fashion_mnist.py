@@ -1,6 +1,6 @@
 """Fashion-MNIST, Table VIII (28x28 zero-padded to 32x32)."""
 
-from configs import default
+from tod_jax.configs import default
 
 
 def get_config():

@@ -5,7 +5,7 @@ imports the answers (see the README, "Use it on your own images"). Set the folde
 --config.data_dir=/path/to/images.
 """
 
-from configs import default
+from tod_jax.configs import default
 
 
 def get_config():

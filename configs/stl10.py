@@ -1,6 +1,6 @@
 """STL-10, Table VIII: resize 128, centre crop 96, batch 64."""
 
-from configs import default
+from tod_jax.configs import default
 
 
 def get_config():

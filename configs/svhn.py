@@ -1,6 +1,6 @@
 """SVHN (TFDS svhn_cropped), Table VIII."""
 
-from configs import default
+from tod_jax.configs import default
 
 
 def get_config():

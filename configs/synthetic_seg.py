@@ -4,11 +4,11 @@ The Cityscapes protocol (Adam, 10% start, +5% per cycle) scaled down to minutes
 on 2 CPU cores: 3 cycles of 15 epochs, no crop (the images are small), flips.
 """
 
-from configs import cityscapes
+from tod_jax.configs import segmentation
 
 
 def get_config():
-  config = cityscapes.get_config()
+  config = segmentation.get_config()
   config.dataset = 'synthetic_seg'
   config.model = 'drn_tiny'
   config.crop_size = 0

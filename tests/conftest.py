@@ -23,16 +23,18 @@ def make_tiny_config():
   return config
 
 
-def run_on_8_cpu_devices(script: str) -> str:
-  """Runs tests/`script` in a fresh process with 8 fake CPU devices; returns its stdout.
+@pytest.fixture(scope='session')
+def eight_device_output() -> str:
+  """Stdout of tests/multidevice_check.py (sharded scoring and data-parallel training against
+  one device), run once per session in a fresh process with 8 fake CPU devices.
 
   Fails the calling test with the script's output if it exits non-zero.
   """
   import subprocess  # pylint: disable=import-outside-toplevel
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
              JAX_PLATFORMS='cpu')
-  result = subprocess.run([sys.executable, os.path.join(ROOT, 'tests', script)], env=env,
-                          capture_output=True, text=True, timeout=600)
+  result = subprocess.run([sys.executable, os.path.join(ROOT, 'tests', 'multidevice_check.py')],
+                          env=env, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stdout + result.stderr
   return result.stdout
 

@@ -1,4 +1,5 @@
-"""Run with 8 fake CPU devices (see test_scoring.py): sharded scoring == single device.
+"""Run with 8 fake CPU devices (conftest.eight_device_output): sharded scoring == single device,
+then multidevice_train_check: data-parallel training == one device. One process for both.
 
 Exits non-zero with a message if any check fails.
 """
@@ -46,6 +47,8 @@ def main():
       seg_sharded.confusion(sa, seg.test_images, seg.test_labels, 5, 255),
       seg_single.confusion(sa, seg.test_images, seg.test_labels, 5, 255))
   print('sharded == single: OK')
+  import multidevice_train_check  # pylint: disable=import-outside-toplevel
+  multidevice_train_check.check_training(devices)
 
 
 if __name__ == '__main__':

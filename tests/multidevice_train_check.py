@@ -1,4 +1,4 @@
-"""Run with 8 fake CPU devices (see test_train.py): data-parallel training == one device.
+"""With 8 fake CPU devices (run by multidevice_check.py): data-parallel training == one device.
 
 Exits non-zero with a message if any check fails.
 """

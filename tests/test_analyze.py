@@ -47,7 +47,7 @@ def test_per_sample_cross_entropy_by_hand():
 def test_analyze_tiny_run_writes_every_file(tmp_path):
   config = make_tiny_config()
   config.strategy = 'll4al'  # Its predicted loss is one of the scores compared.
-  config.extra_baselines = '1step,1epoch'
+  config.snapshot_intervals = '1step,1epoch'
   config.num_epochs = 1  # Fast; '1epoch' is then the cycle's start, w_{c-1}.
   workdir = str(tmp_path / 'run')
   driver.run(config, workdir)

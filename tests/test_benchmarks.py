@@ -146,3 +146,15 @@ def test_cycle_benchmark_fraction_smoke(capsys):
         line['estimated_train_seconds'] + line['estimated_score_seconds'] +
         line['estimated_other_seconds'])
   assert math.isfinite(full['estimated_seconds'])
+
+
+def test_cycle_benchmark_times_the_drivers_cycle_for_ll4al_with_the_cyclic_teacher(capsys):
+  """The phase split comes from cycle.run_cycle's record, so every strategy and teacher runs."""
+  lines = _printed(capsys, cycle_benchmark.main(
+      ['--smoke', '--config.strategy=ll4al', '--config.loss_teacher=cyclic']))
+  assert [c['cycle'] for c in lines] == [1, 2] and [c['num_labeled'] for c in lines] == [144, 216]
+  for c in lines:
+    assert (c['strategy'], c['loss_teacher']) == ('ll4al', 'cyclic')
+    phases = [c[f'{p}_seconds'] for p in ('train', 'evaluate', 'score', 'select', 'checkpoint')]
+    assert min(phases) >= 0 and c['total_seconds'] == pytest.approx(sum(phases))
+    assert 0 < c['train_first_step_seconds'] < c['train_seconds']

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tod_jax import candidates, input_pipeline, loss_forms, models
+from tod_jax.errors import UserError
 from tod_jax.train_state import init_variables
 
 
@@ -15,7 +16,7 @@ def test_parse_interval():
   assert candidates.parse_interval('1epoch', 9) == 9
   assert candidates.parse_interval('3epochs', 9) == 27
   for bad in ('0steps', 'epoch', '3 epochs', '2iters'):
-    with pytest.raises(ValueError, match='Bad baseline interval'):
+    with pytest.raises(ValueError, match='Bad snapshot interval'):
       candidates.parse_interval(bad, 9)
 
 
@@ -47,7 +48,7 @@ def test_baselines_are_taken_the_interval_before_the_end(saved):
   assert not np.array_equal(one_step, one_epoch)
   assert cand.meta['labeled'] == list(range(64))
   assert np.isfinite(cand.meta['train_loss'])
-  with pytest.raises(KeyError, match="has no baseline '5steps'"):
+  with pytest.raises(UserError, match="has no baseline '5steps'"):
     cand.baseline('5steps')
 
 

@@ -20,7 +20,7 @@ def _load(path):
 
 def test_all_paper_configs_exist():
   names = {os.path.basename(c)[:-3] for c in CONFIGS}
-  assert {'default', 'digits', 'cifar10', 'cifar100', 'fashion_mnist', 'svhn', 'caltech101',
+  assert {'digits', 'cifar10', 'cifar100', 'fashion_mnist', 'svhn', 'caltech101',
           'stl10', 'cityscapes', 'synthetic_seg'} <= names
 
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import make_tiny_config
-from tod_jax import checkpointing, driver, input_pipeline, models, tod, train
+from tod_jax import checkpointing, driver, input_pipeline, rundir, tod, train
+from tod_jax import cycle as cycle_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -102,6 +103,7 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tiny_config, 
   before = _snapshot(workdir)
   labeled_before = driver.final_labeled(workdir)
   monkeypatch.setattr(tod, 'supervised_loss', lambda logits, labels, **_: jnp.nan * logits.sum())
+  train._make_step.cache_clear()  # pylint: disable=protected-access  (retrace with the NaN loss)
   tiny_config.num_cycles = 2
   with pytest.raises(train.NonFiniteLossError, match='cycle 2.*lower --config.learning_rate'):
     driver.run(tiny_config, workdir)
@@ -109,13 +111,14 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tiny_config, 
   after.pop('config.json'), before.pop('config.json')  # num_cycles may change on resume.
   assert after == before
   np.testing.assert_array_equal(driver.final_labeled(workdir), labeled_before)
+  train._make_step.cache_clear()  # pylint: disable=protected-access
 
 
 def test_workdir_of_another_config_is_refused(tiny_config, tmp_path):
   tiny_config.num_cycles = 1
   driver.run(tiny_config, str(tmp_path))
   tiny_config.learning_rate = 0.5
-  with pytest.raises(driver.ConfigMismatchError, match='learning_rate: 0.05 there, 0.5 now'):
+  with pytest.raises(rundir.ConfigMismatchError, match='learning_rate: 0.05 there, 0.5 now'):
     driver.run(tiny_config, str(tmp_path))
 
 
@@ -173,9 +176,9 @@ def test_command_line_runs_with_overrides(tmp_path):
 
 def test_num_cpu_devices_splits_the_cpu_before_jax_starts():
   """config.num_cpu_devices=3 gives a 3-device CPU mesh (a fresh process: JAX not started)."""
-  code = ('from configs import digits; from tod_jax import driver, sharded_map\n'
+  code = ('from configs import digits; from tod_jax import devices, sharded_map\n'
           'config = digits.get_config(); config.num_cpu_devices = 3\n'
-          'driver.setup_devices(config)\n'
+          'devices.setup_devices(config)\n'
           'import jax; print(jax.device_count(), sharded_map.make_mesh().size)')
   result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True,
                           text=True, timeout=300, env={**os.environ, 'XLA_FLAGS': ''})
@@ -214,7 +217,7 @@ def test_segmentation_crop_larger_than_images_fails_before_training(tmp_path):
 def test_ll4al_with_cyclic_loss_trains_its_module_and_resumes(tmp_path):
   """The loss prediction module is checkpointed with the model: resuming restores it."""
   config = make_tiny_config()
-  config.strategy, config.loss_baseline, config.num_epochs, config.num_cycles = (
+  config.strategy, config.loss_teacher, config.num_epochs, config.num_cycles = (
       'll4al', 'cyclic', 1, 1)
   workdir = str(tmp_path)
   first = driver.run(config, workdir)
@@ -224,7 +227,7 @@ def test_ll4al_with_cyclic_loss_trains_its_module_and_resumes(tmp_path):
   assert len(driver.final_labeled(workdir)) == 144 + 2 * 72
 
 
-@pytest.mark.parametrize('field,value,match', [('loss_baseline', 'teacher', 'loss_baseline'),
+@pytest.mark.parametrize('field,value,match', [('loss_teacher', 'teacher', 'loss_teacher'),
                                                ('strategy', 'bald', 'dropout_rate')])
 def test_validate_config_rejects_unusable_strategy_settings(field, value, match):
   config = make_tiny_config()
@@ -234,16 +237,15 @@ def test_validate_config_rejects_unusable_strategy_settings(field, value, match)
 
 
 def _restored(config, workdir, cycle):
-  """(w_c tree, meta, model, dataset) of cycle `cycle` of the run in `workdir`."""
+  """(state after `cycle`, its meta, its snapshots, model, dataset) of the run in `workdir`."""
   dataset = driver.load_run_dataset(config, workdir)
-  model = models.create_model(config.model, dataset.num_classes)
-  init_vars, init_head = driver.initial_variables(config, model, dataset)
+  experiment = cycle_lib.setup(config, dataset)
   ckpt = checkpointing.Checkpointer(workdir)
   try:
-    tree, meta, _ = driver.restore_cycle(ckpt, cycle, config, model, init_vars, init_head)
+    state, meta, snapshots = rundir.restore(ckpt, cycle, experiment)
   finally:
     ckpt.close()
-  return tree, meta, model, dataset
+  return state, meta, snapshots, experiment.model, dataset
 
 
 def _softmax_outputs(model, variables, dataset, indices):
@@ -258,8 +260,8 @@ def test_default_cycle_1_cod_query_takes_the_less_confident_samples(tmp_path):
   config.num_cycles, config.num_epochs = 1, 5
   assert config.cod_first_cycle == 'lowest'
   driver.run(config, str(tmp_path))
-  tree, meta, model, dataset = _restored(config, str(tmp_path), 1)
-  variables = {'params': tree['params'], 'batch_stats': tree['batch_stats']}
+  state, meta, _, model, dataset = _restored(config, str(tmp_path), 1)
+  variables = state.variables
   queried = np.asarray(meta['queried'])
   unlabeled = np.setdiff1d(np.arange(dataset.pool_size), np.setdiff1d(meta['labeled'], queried))
   top = lambda idx: _softmax_outputs(model, variables, dataset, idx).max(-1).mean()
@@ -273,9 +275,9 @@ def test_cod_interval_scores_against_the_snapshot_one_epoch_back(tmp_path):
   config = make_tiny_config()
   config.num_cycles, config.cod_interval = 1, '1epoch'
   driver.run(config, str(tmp_path))
-  tree, meta, model, dataset = _restored(config, str(tmp_path), 1)
-  current = {'params': tree['params'], 'batch_stats': tree['batch_stats']}
-  snapshot = tree['extra_baselines']['1epoch']
+  state, meta, snapshots, model, dataset = _restored(config, str(tmp_path), 1)
+  current = state.variables
+  snapshot = snapshots['1epoch']
   assert meta['extra_baselines_steps_back'] == {'1epoch': 5}  # 144 labeled / batch 32.
   queried = np.asarray(meta['queried'])
   labeled = np.setdiff1d(meta['labeled'], queried)
@@ -287,3 +289,24 @@ def test_cod_interval_scores_against_the_snapshot_one_epoch_back(tmp_path):
   assert meta['query_order'] == 'highest'
   np.testing.assert_array_equal(np.sort(queried),
                                 np.sort(unlabeled[np.argsort(-by_hand, kind='stable')[:72]]))
+
+
+def test_runs_differing_by_seed_or_strategy_share_one_compiled_step(tmp_path, monkeypatch):
+  """The step is jitted on the few config values it uses (train.StepSettings), and models
+  and scorers are shared per setting: a comparison compiles its step once."""
+  traced, original = [], train.train_step
+
+  def counting_step(*args, **kwargs):
+    traced.append(1)
+    return original(*args, **kwargs)
+
+  monkeypatch.setattr(train, 'train_step', counting_step)
+  train._make_step.cache_clear()  # pylint: disable=protected-access
+  try:
+    for seed, strategy in ((0, 'cod'), (1, 'random'), (2, 'entropy')):
+      config = make_tiny_config()
+      config.num_cycles, config.num_epochs, config.seed, config.strategy = 1, 1, seed, strategy
+      driver.run(config, str(tmp_path / f'{strategy}_{seed}'))
+  finally:
+    train._make_step.cache_clear()  # pylint: disable=protected-access
+  assert len(traced) == 1

@@ -45,53 +45,55 @@ def test_kept_scores_equal_two_pass_scores_over_cycles(setup):
   ds, scorer, (w0, w1, w2, w3) = setup
   rng = np.random.default_rng(0)
   candidates = np.sort(rng.choice(ds.pool_size, 600, replace=False))
-  state, counting = {}, CountingScorer(scorer)
+  kept, counting = None, CountingScorer(scorer)
   bogus = w3  # Not w_{c-1}: if kept outputs are used, the result cannot depend on it.
   for cycle, (current, previous) in enumerate([(w1, w0), (w2, w1), (w3, w2)], start=1):
     counting.passes = 0
-    kept = kept_outputs.cod_scores(counting, current, previous if cycle == 1 else bogus,
-                                   ds.train_images, candidates, state)
+    before = kept
+    scores, kept = kept_outputs.cod_scores(counting, current, previous if cycle == 1 else bogus,
+                                           ds.train_images, candidates, kept)
     two_pass = scorer.cod(current, previous, ds.train_images, candidates)
-    np.testing.assert_allclose(kept, two_pass, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scores, two_pass, rtol=1e-5, atol=1e-6)
     # Cycle 1 runs both models; later cycles one pass.
     assert counting.passes == (2 if cycle == 1 else 1) * len(candidates)
-    assert state[kept_outputs.KEPT]['valid'].sum() == len(candidates)
+    assert kept['valid'].sum() == len(candidates)
+    assert before is None or before['valid'].sum() > len(candidates)  # Returned, not mutated.
+    assert before is not kept
     candidates = candidates[50:]  # The queried ones leave the pool.
 
 
 def test_indices_without_kept_outputs_use_the_previous_params(setup):
   ds, scorer, (w0, w1, w2, _) = setup
-  state = {}
-  kept_outputs.cod_scores(scorer, w1, w0, ds.train_images, np.arange(0, 300), state)
+  _, kept = kept_outputs.cod_scores(scorer, w1, w0, ds.train_images, np.arange(0, 300), None)
   # Pool subsampling: half of the next candidates were not scored last cycle.
   candidates = np.arange(150, 450)
-  kept = kept_outputs.cod_scores(scorer, w2, w1, ds.train_images, candidates, state)
-  np.testing.assert_allclose(kept, scorer.cod(w2, w1, ds.train_images, candidates),
+  scores, kept = kept_outputs.cod_scores(scorer, w2, w1, ds.train_images, candidates, kept)
+  np.testing.assert_allclose(scores, scorer.cod(w2, w1, ds.train_images, candidates),
                              rtol=1e-5, atol=1e-6)
-  valid = state[kept_outputs.KEPT]['valid']
+  valid = kept['valid']
   np.testing.assert_array_equal(np.flatnonzero(valid), candidates)
 
 
 def test_memory_limit_falls_back_to_two_passes(setup):
   ds, scorer, (w0, w1, _, _) = setup
-  state, counting = {'kept_outputs': 'stale'}, CountingScorer(scorer)
+  counting = CountingScorer(scorer)
   candidates = np.arange(100)
-  scores = kept_outputs.cod_scores(counting, w1, w0, ds.train_images, candidates, state,
-                                   max_bytes=1000)  # 1,437 x 10 floats need 57,480 bytes.
+  scores, kept = kept_outputs.cod_scores(counting, w1, w0, ds.train_images, candidates, 'stale',
+                                         max_bytes=1000)  # 1,437 x 10 floats: 57,480 bytes.
   np.testing.assert_array_equal(scores, scorer.cod(w1, w0, ds.train_images, candidates))
-  assert kept_outputs.KEPT not in state
+  assert kept is None
   assert counting.passes == 2 * len(candidates)
 
 
 def test_bfloat16_storage_is_close(setup):
   ds, scorer, (w0, w1, w2, _) = setup
-  state = {}
   candidates = np.arange(200)
-  kept_outputs.cod_scores(scorer, w1, w0, ds.train_images, candidates, state, dtype='bfloat16')
-  assert state[kept_outputs.KEPT]['outputs'].dtype == np.dtype('bfloat16')
-  kept = kept_outputs.cod_scores(scorer, w2, w1, ds.train_images, candidates, state,
-                                 dtype='bfloat16')
-  np.testing.assert_allclose(kept, scorer.cod(w2, w1, ds.train_images, candidates), atol=1e-2)
+  _, kept = kept_outputs.cod_scores(scorer, w1, w0, ds.train_images, candidates, None,
+                                    dtype='bfloat16')
+  assert kept['outputs'].dtype == np.dtype('bfloat16')
+  scores, _ = kept_outputs.cod_scores(scorer, w2, w1, ds.train_images, candidates, kept,
+                                      dtype='bfloat16')
+  np.testing.assert_allclose(scores, scorer.cod(w2, w1, ds.train_images, candidates), atol=1e-2)
 
 
 def test_kept_nbytes():

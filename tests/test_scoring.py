@@ -5,7 +5,6 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import run_on_8_cpu_devices
 from tod_jax import input_pipeline, models, scoring, uncertainty
 from tod_jax.sharded_map import PoolMapper, make_mesh
 from tod_jax.train_state import init_variables
@@ -88,9 +87,9 @@ def test_unknown_output_kind_fails_fast(two_models):
     scoring.Scorer(model, ds.mean, ds.std, 'probabilities', chunk_size=8)
 
 
-def test_sharded_scorer_on_8_cpu_devices_equals_single_device():
-  """Runs tests/multidevice_check.py in a fresh process with 8 fake CPU devices."""
-  stdout = run_on_8_cpu_devices('multidevice_check.py')
+def test_sharded_scorer_on_8_cpu_devices_equals_single_device(eight_device_output):
+  """tests/multidevice_check.py in a fresh process with 8 fake CPU devices."""
+  stdout = eight_device_output
   assert 'devices=8' in stdout and 'sharded == single: OK' in stdout
 
 

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tod_jax import input_pipeline, loss_prediction, models, scoring, strategies, uncertainty
+from tod_jax import (input_pipeline, kept_outputs, loss_prediction, models, scoring, strategies,
+                     uncertainty)
 from tod_jax.strategies import coreset, mc_dropout
 from tod_jax.train_state import create_optimizer, create_train_state, init_variables
 
@@ -39,6 +40,14 @@ def _ctx(table, candidates, labeled, state=None):
                                  state, None, TableScorer(table), np.random.default_rng(0))
 
 
+def _query(name, ctx, budget):
+  """The strategy's indices, after checking its result's form."""
+  result = strategies.get_strategy(name)(ctx, budget)
+  assert isinstance(result, strategies.QueryResult)
+  assert result.scores is None or np.shape(result.scores) == ctx.query_pool.shape
+  return result.indices
+
+
 # Logits over 4 classes. Row 0: top-2 tie (margin's pick); row 1: the largest
 # 1 - max p (least confidence's pick); row 2: the most uniform, largest entropy.
 UNCERTAIN = [[3.0, 3.0, -5.0, -5.0], [0.2, 0.0, 0.0, -20.0], [1.0, 0.0, 0.0, 0.0],
@@ -51,7 +60,7 @@ def test_uncertainty_strategies_pick_their_most_uncertain(name, expected):
   probs = jax.nn.softmax(jnp.asarray(UNCERTAIN[:4]))
   assert int(np.argmax(getattr(uncertainty, name)(probs))) == expected  # The case is valid.
   # Row 4 (uniform) would win every measure, but it is labeled.
-  picked = strategies.get_strategy(name)(_ctx(UNCERTAIN, [0, 1, 2, 3], [4]), 1)
+  picked = _query(name, _ctx(UNCERTAIN, [0, 1, 2, 3], [4]), 1)
   np.testing.assert_array_equal(picked, [expected])
 
 
@@ -60,7 +69,9 @@ def test_k_center_greedy_picks_the_farthest_point_first():
   points = np.array([[1.0], [5.0], [3.0], [6.0], [9.5]])
   # Nearest-center distances 1, 5, 3, 4, 0.5: pick 5.0. Then 3.0 (min(3, 2) = 2 vs 1, 1, 0.5).
   for chunk in (1, 3, 1024):  # Centers one at a time, padded, or all at once.
-    np.testing.assert_array_equal(coreset.k_center_greedy(points, centers, 2, chunk), [1, 2])
+    picks, distances = coreset.k_center_greedy(points, centers, 2, chunk)
+    np.testing.assert_array_equal(picks, [1, 2])
+    np.testing.assert_allclose(distances, [1.0, 5.0, 3.0, 4.0, 0.5])
 
 
 def test_k_center_greedy_matches_a_numpy_loop():
@@ -72,24 +83,25 @@ def test_k_center_greedy_matches_a_numpy_loop():
     j = int(np.argmax(dist))
     expected.append(j)
     dist = np.minimum(dist, np.linalg.norm(points - points[j], axis=-1))
-  np.testing.assert_array_equal(coreset.k_center_greedy(points, centers, 15, chunk=16), expected)
+  np.testing.assert_array_equal(coreset.k_center_greedy(points, centers, 15, chunk=16)[0],
+                                expected)
 
 
 def test_k_center_greedy_never_repeats_on_duplicates():
-  picks = coreset.k_center_greedy(np.zeros((5, 2)), np.zeros((1, 2)), 5)
+  picks, _ = coreset.k_center_greedy(np.zeros((5, 2)), np.zeros((1, 2)), 5)
   assert sorted(picks) == [0, 1, 2, 3, 4]
 
 
 def test_coreset_strategy_returns_pool_indices_of_the_farthest_features():
   table = [[1.0], [5.0], [0.0], [3.0], [10.0]]  # Indices 2 and 4 are labeled.
-  picked = strategies.get_strategy('coreset')(
-      _ctx(table, [0, 1, 3], [2, 4], types.SimpleNamespace(variables=None)), 1)
+  picked = _query('coreset', _ctx(table, [0, 1, 3], [2, 4], types.SimpleNamespace(variables=None)),
+                  1)
   np.testing.assert_array_equal(picked, [1])  # 5.0: 5 from both centers.
 
 
 def test_ll4al_picks_the_largest_predicted_loss():
   table = [[0.1], [2.0], [0.5], [9.0]]
-  picked = strategies.get_strategy('ll4al')(_ctx(table, [0, 1, 2], [3]), 2)
+  picked = _query('ll4al', _ctx(table, [0, 1, 2], [3]), 2)
   np.testing.assert_array_equal(picked, [1, 2])
 
 
@@ -123,7 +135,7 @@ def test_emaod_is_cod_against_the_ema_model(real_setup):
                                 scorer, np.random.default_rng(0))
   scores = scorer.cod(state.variables, state.ema_variables, ds.train_images, candidates)
   expected = candidates[np.argsort(-scores, kind='stable')[:10]]
-  np.testing.assert_array_equal(strategies.get_strategy('emaod')(ctx, 10), expected)
+  np.testing.assert_array_equal(_query('emaod', ctx, 10), expected)
 
 
 def test_bald_is_zero_for_a_deterministic_model(real_setup):
@@ -154,7 +166,7 @@ def test_no_strategy_returns_a_labeled_index_or_a_duplicate(real_setup, name):
   pool = rng.permutation(300)
   labeled, candidates = np.sort(pool[:100]), np.sort(pool[100:220])  # 80 neither.
   ctx = strategies.QueryContext(config, ds, labeled, candidates, state, baseline, scorer, rng)
-  picked = np.asarray(strategies.get_strategy(name)(ctx, 40))
+  picked = np.asarray(_query(name, ctx, 40))
   assert picked.shape == (40,) and len(np.unique(picked)) == 40
   assert np.isin(picked, candidates).all() and not np.isin(picked, labeled).any()
 
@@ -178,11 +190,17 @@ def test_cod_queries_the_largest_cod_and_optionally_the_lowest_in_cycle_1(real_s
   smallest = candidates[np.argsort(scores, kind='stable')[:10]]
   for cycle in (1, 2):
     config.keep_outputs = cycle == 1  # Both scoring paths.
+    config.cod_interval = 'cycle'
     ctx = strategies.QueryContext(config, ds, np.arange(1, 300, 2), candidates, state, baseline,
                                   scorer, np.random.default_rng(0), cycle)
-    picked = strategies.get_strategy('cod')(ctx, 10)
+    result = strategies.get_strategy('cod')(ctx, 10)
     lowest = cycle == 1 and first_cycle == 'lowest'
-    np.testing.assert_array_equal(np.sort(picked), np.sort(smallest if lowest else largest))
+    np.testing.assert_array_equal(np.sort(result.indices),
+                                  np.sort(smallest if lowest else largest))
+    np.testing.assert_allclose(result.scores, scores, rtol=1e-5, atol=1e-6)
+    assert result.order == ('lowest' if lowest else 'highest')
+    assert (kept_outputs.KEPT in result.strategy_state) == config.keep_outputs
+    assert ctx.strategy_state == {}  # Returned, never written into the context.
   config.cod_first_cycle = 'middle'
   with pytest.raises(ValueError, match='cod_first_cycle'):
     strategies.check_config(config)

@@ -6,7 +6,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import run_on_8_cpu_devices
 from tod_jax import input_pipeline, loss_forms, models, tod, train
 from tod_jax.train_state import create_optimizer, create_train_state, init_variables, lr_decay_step
 
@@ -196,14 +195,14 @@ def test_train_cycle_calls_on_step_after_every_step(tiny_config):
   assert seen == [(1, 1), (2, 2), (3, 3), (4, 4)]
 
 
-def test_cyclic_loss_baseline_is_the_fixed_previous_model(setup):
-  """loss_baseline='cyclic': Eq. 7 against w_{c-1} in inference mode; w_{c-1} never changes."""
+def test_cyclic_teacher_is_the_fixed_previous_model(setup):
+  """loss_teacher='cyclic': Eq. 7 against w_{c-1} in inference mode; w_{c-1} never changes."""
   config, ds, model, variables, labeled, unlabeled = setup
-  config.loss_baseline, config.crop_padding, config.flip = 'cyclic', 0, False
+  config.loss_teacher, config.crop_padding, config.flip = 'cyclic', 0, False
   config.tod_loss_form = 'paper'
   previous = init_variables(model, jax.random.PRNGKey(1), ds.image_shape)
   state = create_train_state(model, jax.tree.map(jnp.copy, variables),
-                             create_optimizer(config), loss_baseline=previous)
+                             create_optimizer(config), teacher_variables=previous)
   step = train.make_train_step(config, ds)
   new_state, m = step(state, labeled, unlabeled, jax.random.PRNGKey(0))
   prep = lambda im: input_pipeline.normalize(jnp.asarray(im), ds.mean, ds.std)
@@ -213,23 +212,23 @@ def test_cyclic_loss_baseline_is_the_fixed_previous_model(setup):
   chex.assert_trees_all_close(m['unsup_loss'], jnp.mean(jnp.sum((logits[32:] - base) ** 2, -1)),
                               rtol=1e-5)
   new_state, _ = step(new_state, labeled, unlabeled, jax.random.PRNGKey(1))
-  chex.assert_trees_all_close(new_state.loss_baseline, previous)
+  chex.assert_trees_all_close(new_state.teacher_variables, previous)
   # The EMA model is still kept (for emaod and the EMA accuracy): first step decay 0.5.
   assert not np.allclose(new_state.ema_params['Dense_0']['kernel'],
                          variables['params']['Dense_0']['kernel'])
 
 
-def test_cyclic_loss_baseline_without_a_baseline_fails_clearly(setup):
+def test_cyclic_teacher_without_its_variables_fails_clearly(setup):
   config, ds, model, variables, labeled, unlabeled = setup
-  config.loss_baseline = 'cyclic'
-  with pytest.raises(ValueError, match='loss_baseline'):
+  config.loss_teacher = 'cyclic'
+  with pytest.raises(ValueError, match='teacher_variables'):
     train.make_train_step(config, ds)(_state(config, model, variables), labeled, unlabeled,
                                       jax.random.PRNGKey(0))
 
 
-def test_data_parallel_training_on_8_devices_matches_one_device():
-  """Runs tests/multidevice_train_check.py in a fresh process with 8 fake CPU devices."""
-  stdout = run_on_8_cpu_devices('multidevice_train_check.py')
+def test_data_parallel_training_on_8_devices_matches_one_device(eight_device_output):
+  """tests/multidevice_train_check.py, run by multidevice_check.py with 8 fake CPU devices."""
+  stdout = eight_device_output
   assert 'devices=8' in stdout and 'data parallel == single device: OK' in stdout
 
 

@@ -7,7 +7,7 @@ pool minus the set w_c was trained on):
 * true loss: cross-entropy of w_c on the ground-truth label (the clean label even
   when the run trained with config.label_noise), so the run needs oracle labels;
 * COD: ||f(x; w_c) - f(x; w_{c-1})|| (Eq. 5; w_0 = the run's initial weights), and
-  COD against each snapshot the run kept with config.extra_baselines (Fig. 7);
+  COD against each snapshot the run kept with config.snapshot_intervals (Fig. 7);
 * other scores the run can compute: entropy, margin, and LL4AL's predicted loss
   where the run trained that module.
 Writes DIR/analysis/: cycles.csv + fig3_cod_loss.png (means and Spearman per cycle),
@@ -27,11 +27,10 @@ from typing import Sequence
 import numpy as np
 from absl import app, flags, logging
 
-from tod_jax import (checkpointing, cli_logging, driver, input_pipeline, models, selection,
-                     uncertainty)
-from tod_jax.scoring import Scorer
+from tod_jax import checkpointing, cli, input_pipeline, ranking, rundir, uncertainty
+from tod_jax import cycle as cycle_lib
 from tod_jax.strategies import cod as cod_strategy
-from tod_jax.sharded_map import make_mesh
+from tod_jax.errors import UserError
 
 RECALL_FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
 SUBDIR = 'analysis'
@@ -53,7 +52,7 @@ def binned_mean(scores: np.ndarray, values: np.ndarray, bin_fraction: float = 0.
   returns [ceil(1 / f)] means, NaN for an empty bin.
   """
   scores, values = np.asarray(scores), np.asarray(values, np.float64)
-  order = selection.top_b(scores, np.arange(len(scores)), len(scores))
+  order = ranking.top_b(scores, np.arange(len(scores)), len(scores))
   num_bins = int(np.ceil(1 / bin_fraction - 1e-9))
   edges = np.minimum(np.round(np.arange(num_bins + 1) * bin_fraction * len(scores)),
                      len(scores)).astype(int)
@@ -71,7 +70,7 @@ def recall_curve(scores: np.ndarray, losses: np.ndarray,
   out = []
   for f in fractions:
     k = max(1, int(round(f * n)))
-    hits = np.intersect1d(selection.top_b(scores, index, k), selection.top_b(losses, index, k))
+    hits = np.intersect1d(ranking.top_b(scores, index, k), ranking.top_b(losses, index, k))
     out.append(len(hits) / k)
   return np.array(out)
 
@@ -105,37 +104,28 @@ class CycleData:
 
 
 class Run:
-  """A finished (or running) run in `workdir`, read through the driver's own helpers."""
+  """A finished (or running) run in `workdir`, read through its checkpoint form (rundir)."""
 
   def __init__(self, workdir: str):
     self.workdir = workdir
-    self.config = driver.saved_config(workdir)
+    self.config = rundir.saved_config(workdir)
     if self.config.labels != 'oracle':
-      raise ValueError(f'{workdir} is a run with labels={self.config.labels!r}; the analysis '
-                       'needs the ground-truth loss of every pool sample (an oracle benchmark).')
+      raise UserError(f'{workdir} is a run with labels={self.config.labels!r}; the analysis '
+                      'needs the ground-truth loss of every pool sample (an oracle benchmark).')
     self.dataset = input_pipeline.load_dataset(self.config)  # Clean labels, no label noise.
     if self.dataset.is_segmentation:
-      raise ValueError('tod_jax.analyze supports classification runs only.')
-    self.model = models.create_model(self.config.model, self.dataset.num_classes,
-                                     self.config.dropout_rate, self.config.compute_dtype)
-    self.scorer = Scorer(self.model, self.dataset.mean, self.dataset.std,
-                         self.config.score_output, self.config.score_chunk_size, make_mesh())
-    self.init_vars, self.init_head = driver.initial_variables(self.config, self.model,
-                                                              self.dataset)
+      raise UserError(f'{workdir} is a segmentation run; tod_jax.analyze supports '
+                      'classification runs only.')
+    self.experiment = cycle_lib.setup(self.config, self.dataset)
+    self.scorer = self.experiment.scorer
     self.checkpointer = checkpointing.Checkpointer(workdir)
     self.cycles = self.checkpointer.cycles()
     if not self.cycles:
-      raise FileNotFoundError(f'{workdir} has no checkpoints yet; analyze it after its first '
-                              'cycle.')
+      raise UserError(f'{workdir} has no checkpoints yet; analyze it after its first cycle.')
 
-  def restore(self, cycle: int) -> tuple[dict, dict]:
-    tree, meta, _ = driver.restore_cycle(self.checkpointer, cycle, self.config, self.model,
-                                         self.init_vars, self.init_head)
-    return tree, meta
-
-  @staticmethod
-  def variables(tree: dict) -> dict:
-    return {'params': tree['params'], 'batch_stats': tree['batch_stats']}
+  def restore(self, cycle: int) -> tuple[cycle_lib.CycleState, dict, dict]:
+    """(the state after `cycle`: w_c in .variables, its JSON part, its snapshots)."""
+    return rundir.restore(self.checkpointer, cycle, self.experiment)
 
   def cycle_sets(self, meta: dict) -> tuple[np.ndarray, np.ndarray]:
     """(the labeled set of the cycle, its query): meta['labeled'] is labeled ∪ queried."""
@@ -149,34 +139,38 @@ class Run:
 def collect(run: Run) -> list[CycleData]:
   """Losses and scores of every checkpointed cycle (w_{c-1}: the cycle before, or w_0)."""
   if run.cycles != list(range(1, len(run.cycles) + 1)):
-    raise ValueError(f'{run.workdir} has checkpoints of cycles {run.cycles}; the analysis needs '
-                     'every cycle from 1 on (COD compares each with the one before).')
-  images, labels = run.dataset.train_images, run.dataset.train_labels
-  out, previous = [], run.init_vars
+    raise UserError(f'{run.workdir} has checkpoints of cycles {run.cycles}; the analysis needs '
+                    'every cycle from 1 on (COD compares each with the one before).')
+  out, previous = [], run.experiment.init_variables
   for cycle in run.cycles:
-    tree, meta = run.restore(cycle)
-    current = run.variables(tree)
-    labeled, queried = run.cycle_sets(meta)
-    unlabeled = np.setdiff1d(np.arange(run.dataset.pool_size), labeled)
-    logits = run.scorer.logits(current, images, unlabeled)
-    probs = _softmax(np.asarray(logits, np.float64))
-    scores = {'cod': run.scorer.cod(current, previous, images, unlabeled),
-              'entropy': np.asarray(uncertainty.entropy(probs)),
-              'margin': np.asarray(uncertainty.margin(probs))}
-    if 'loss_head_params' in tree:
-      scores['ll4al'] = run.scorer.predicted_loss(current, tree['loss_head_params'], images,
-                                                  unlabeled)
-    interval_cod = {spec: run.scorer.cod(current, variables, images, unlabeled)
-                    for spec, variables in tree.get('extra_baselines', {}).items()}
-    if run.config.strategy == 'cod':  # The score that ranked this cycle's query.
-      scores['cod_query'] = query_score(run.config, cycle, scores['cod'], interval_cod)
-    out.append(CycleData(cycle, labeled, queried, unlabeled,
-                         per_sample_cross_entropy(logits, labels[unlabeled]),
-                         {k: np.asarray(v, np.float64) for k, v in scores.items()},
-                         interval_cod, dict(meta.get('extra_baselines_steps_back', {}))))
-    previous = current
-    logging.info('analysed cycle %d: %d unlabeled', cycle, len(unlabeled))
+    state, meta, snapshots = run.restore(cycle)
+    out.append(_cycle_data(run, cycle, state, meta, snapshots, previous))
+    previous = state.variables
+    logging.info('analysed cycle %d: %d unlabeled', cycle, len(out[-1].unlabeled))
   return out
+
+
+def _cycle_data(run: Run, cycle: int, state: cycle_lib.CycleState, meta: dict,
+                snapshots: dict, previous: dict) -> CycleData:
+  images, labels = run.dataset.train_images, run.dataset.train_labels
+  current = state.variables
+  labeled, queried = run.cycle_sets(meta)
+  unlabeled = np.setdiff1d(np.arange(run.dataset.pool_size), labeled)
+  logits = run.scorer.logits(current, images, unlabeled)
+  probs = _softmax(np.asarray(logits, np.float64))
+  scores = {'cod': run.scorer.cod(current, previous, images, unlabeled),
+            'entropy': np.asarray(uncertainty.entropy(probs)),
+            'margin': np.asarray(uncertainty.margin(probs))}
+  if state.loss_head is not None:
+    scores['ll4al'] = run.scorer.predicted_loss(current, state.loss_head, images, unlabeled)
+  interval_cod = {spec: run.scorer.cod(current, variables, images, unlabeled)
+                  for spec, variables in snapshots.items()}
+  if run.config.strategy == 'cod':  # The score that ranked this cycle's query.
+    scores['cod_query'] = query_score(run.config, cycle, scores['cod'], interval_cod)
+  return CycleData(cycle, labeled, queried, unlabeled,
+                   per_sample_cross_entropy(logits, labels[unlabeled]),
+                   {k: np.asarray(v, np.float64) for k, v in scores.items()},
+                   interval_cod, dict(meta.get('extra_baselines_steps_back', {})))
 
 
 def query_score(config, cycle: int, cod: np.ndarray, interval_cod: dict) -> np.ndarray:
@@ -195,13 +189,13 @@ def tsne_points(run: Run, cycle: int, max_labeled: int, seed: int = 0
   Returns (points [n, 2], class labels [n], is_queried [n] bool).
   """
   from sklearn.manifold import TSNE  # pylint: disable=import-outside-toplevel
-  tree, meta = run.restore(cycle)
+  state, meta, _ = run.restore(cycle)
   labeled, queried = run.cycle_sets(meta)
   if len(labeled) > max_labeled:
     labeled = np.sort(np.random.default_rng(seed).choice(labeled, max_labeled, replace=False))
   indices = np.concatenate([labeled, queried])
   probs = _softmax(np.asarray(
-      run.scorer.logits(run.variables(tree), run.dataset.train_images, indices), np.float64))
+      run.scorer.logits(state.variables, run.dataset.train_images, indices), np.float64))
   perplexity = float(min(30, max(2, (len(indices) - 1) // 3)))
   # Exact gradients are faster than Barnes-Hut below about a thousand points (measured here).
   method = 'exact' if len(indices) <= 1000 else 'barnes_hut'
@@ -259,9 +253,8 @@ def analyze(workdir: str, compare_workdirs: Sequence[str] = (), tsne_cycle: int 
 
 def _write_all(run: Run, data: list[CycleData], out_dir: str, compare_workdirs: Sequence[str],
                tsne_cycle: int, tsne_max_labeled: int, bin_fraction: float) -> None:
-  plt, workdir = _pyplot(), run.workdir
   path = functools.partial(os.path.join, out_dir)
-  names = list(data[0].scores)
+  workdir = run.workdir
   summary = [f'# Loss-estimation diagnostics: {workdir}', '',
              f'{run.config.dataset}, strategy {run.config.strategy}, seed {run.config.seed}, '
              f'cycles {[d.cycle for d in data]}, label noise {run.config.label_noise}. True loss '
@@ -270,8 +263,19 @@ def _write_all(run: Run, data: list[CycleData], out_dir: str, compare_workdirs: 
              "In a `cod` run, cod_query is the score whose largest values the query took: -COD "
              "in a cycle that took the lowest COD (cycle 1 with cod_first_cycle='lowest'), COD "
              'against the cod_interval snapshot where the run set one, else COD.', '']
+  summary += _fig3(run, data, path) + [''] + _fig5(run, data, path, bin_fraction)
+  summary += [''] + _fig6(run, data, path) + [''] + _fig7(run, data, path)
+  summary += [''] + _fig14(run, data, path, compare_workdirs, tsne_cycle, tsne_max_labeled)
+  checkpointing.write_atomic(path('summary.md'), '\n'.join(summary))
 
-  # Fig. 3: mean COD and mean loss per cycle, with rank correlations.
+
+def _fig3(run: Run, data: list[CycleData], path) -> list[str]:
+  """Fig. 3: mean COD and mean loss per cycle, with rank correlations.
+
+  Writes its CSV and PNG; returns its summary lines.
+  """
+  plt, summary = _pyplot(), []
+  names = list(data[0].scores)
   header = (['cycle', 'num_labeled', 'num_unlabeled', 'mean_cod', 'mean_loss']
             + [f'spearman_{n}' for n in names])
   rows = [[d.cycle, len(d.labeled), len(d.unlabeled), d.scores['cod'].mean(), d.loss.mean()]
@@ -290,8 +294,15 @@ def _write_all(run: Run, data: list[CycleData], out_dir: str, compare_workdirs: 
   summary += ['## Per cycle (Fig. 3): means and Spearman rank correlation with the true loss',
               '', '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
   summary += ['| ' + ' | '.join(_fmt(v) for v in r) + ' |' for r in rows]
+  return summary
 
-  # Fig. 5: mean loss in COD-ranked bins.
+
+def _fig5(run: Run, data: list[CycleData], path, bin_fraction: float) -> list[str]:
+  """Fig. 5: mean loss in COD-ranked bins.
+
+  Writes its CSV and PNG; returns its summary lines.
+  """
+  plt, summary = _pyplot(), []
   bins = np.array([binned_mean(d.scores['cod'], d.loss, bin_fraction) for d in data])
   labels = _bin_labels(bin_fraction, bins.shape[1])
   _write_csv(path('loss_bins.csv'), ['cycle'] + labels,
@@ -310,8 +321,17 @@ def _write_all(run: Run, data: list[CycleData], out_dir: str, compare_workdirs: 
               '|---|' + '---|' * 5]
   summary += [f'| {d.cycle} | ' + ' | '.join(_fmt(v) for v in list(b[:3]) + [b[-1]]) +
               f' | {_fmt(d.loss.mean())} |' for d, b in zip(data, bins)]
+  return summary
 
-  # Fig. 6: recall of the highest-loss samples.
+
+def _fig6(run: Run, data: list[CycleData], path) -> list[str]:
+  """Fig. 6: recall of the highest-loss samples.
+
+  Writes its CSV and PNG; returns its summary lines.
+  """
+  plt, summary = _pyplot(), []
+  names = list(data[0].scores)
+  cycles = [d.cycle for d in data]
   recall = {n: np.array([recall_curve(d.scores[n], d.loss) for d in data]) for n in names}
   _write_csv(path('recall.csv'), ['score', 'cycle'] + [f'{f:g}' for f in RECALL_FRACTIONS],
              [[n, d.cycle] + list(r[i]) for n, r in recall.items()
@@ -337,8 +357,16 @@ def _write_all(run: Run, data: list[CycleData], out_dir: str, compare_workdirs: 
   _save(fig, path('fig6_recall.png'))
   summary.append('| random (expected) | any | ' +
                  ' | '.join(f'{f:.3f}' for f in RECALL_FRACTIONS) + ' |')
+  return summary
 
-  # Fig. 7: COD over other numbers of gradient steps.
+
+def _fig7(run: Run, data: list[CycleData], path) -> list[str]:
+  """Fig. 7: COD over other numbers of gradient steps.
+
+  Writes its CSV and PNG; returns its summary lines.
+  """
+  plt, summary = _pyplot(), []
+  cycles = [d.cycle for d in data]
   summary += ['', '## COD over different numbers of gradient steps (Fig. 7)', '']
   if data[0].interval_cod:
     specs = ['1cycle'] + list(data[0].interval_cod)
@@ -360,7 +388,7 @@ def _write_all(run: Run, data: list[CycleData], out_dir: str, compare_workdirs: 
     ax.set_title('Fig. 7: COD over different numbers of steps')
     ax.legend(fontsize=8)
     _save(fig, path('fig7_cod_intervals.png'))
-    summary += ['Baselines kept with config.extra_baselines (steps back clipped to the cycle), '
+    summary += ['Snapshots kept with config.snapshot_intervals (steps back clipped to the cycle), '
                 "'1cycle' = w_{c-1}. Spearman rank correlation of each COD with the true loss "
                 'per cycle:', '', '| baseline | ' + ' | '.join(f'cycle {c}' for c in cycles) +
                 ' |', '|---|' + '---|' * len(cycles)]
@@ -368,10 +396,16 @@ def _write_all(run: Run, data: list[CycleData], out_dir: str, compare_workdirs: 
       summary.append(f'| {spec} | ' + ' | '.join(f'{r[3]:.3f}' for r in rows if r[1] == spec)
                      + ' |')
   else:
-    summary.append('Skipped: this run kept no extra baselines. Run it with e.g. '
-                   "--config.extra_baselines='5steps,1epoch,5epochs' to get Fig. 7.")
+    summary.append('Skipped: this run kept no snapshots. Run it with e.g. '
+                   "--config.snapshot_intervals='5steps,1epoch,5epochs' to get Fig. 7.")
+  return summary
 
-  # Fig. 14: t-SNE of softmax outputs, side by side.
+
+def _fig14(run: Run, data: list[CycleData], path, compare_workdirs: Sequence[str],
+           tsne_cycle: int, tsne_max_labeled: int) -> list[str]:
+  """Fig. 14: t-SNE of softmax outputs, side by side; writes CSV and PNG, returns summary."""
+  plt, summary = _pyplot(), []
+  workdir = run.workdir
   workdirs = [workdir] + [w for w in compare_workdirs if w]
   fig, axes = plt.subplots(1, len(workdirs), figsize=(4.2 * len(workdirs), 4.0), squeeze=False)
   tsne_rows = []
@@ -397,7 +431,7 @@ def _write_all(run: Run, data: list[CycleData], out_dir: str, compare_workdirs: 
   summary += ['', '## t-SNE of softmax outputs (Fig. 14)', '',
               'fig14_tsne.png: labeled samples coloured by class, the cycle\'s queried samples '
               f'as grey crosses; runs: {workdirs}.', '']
-  checkpointing.write_atomic(path('summary.md'), '\n'.join(summary))
+  return summary
 
 
 def _class_colors(plt, run: Run):
@@ -430,7 +464,6 @@ def define_flags() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  cli_logging.setup_logging()
   out = analyze(FLAGS.workdir, FLAGS.compare_workdirs, FLAGS.tsne_cycle, FLAGS.tsne_max_labeled,
                 FLAGS.bin_fraction)
   print(f'Wrote {out}')
@@ -438,4 +471,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

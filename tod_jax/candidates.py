@@ -18,6 +18,7 @@ import numpy as np
 from tod_jax import checkpointing, loss_forms, models, train
 from tod_jax.input_pipeline import Dataset
 from tod_jax.snapshots import Snapshots, parse_interval  # noqa: F401 (public here too)
+from tod_jax.errors import ConfigError, MissingFileError, UserError
 from tod_jax.train_state import (create_optimizer, create_train_state, init_variables,
                                  lr_decay_step)
 
@@ -35,7 +36,7 @@ class Candidate:
 
   def baseline(self, spec: str) -> dict:
     if spec not in self.baselines:
-      raise KeyError(f'Candidate {self.directory} has no baseline {spec!r}; it has '
+      raise UserError(f'Candidate {self.directory} has no baseline {spec!r}; it has '
                      f'{sorted(self.baselines)}. Pick one of those or retrain it with that '
                      'interval.')
     return self.baselines[spec]
@@ -52,7 +53,7 @@ def train_candidate(config: ml_collections.ConfigDict, dataset: Dataset, labeled
   labeled = np.sort(np.asarray(labeled))
   unlabeled = np.setdiff1d(np.arange(dataset.pool_size), labeled)
   if config.semi and not len(unlabeled):
-    raise ValueError('config.semi needs unlabeled samples but the labeled set is the whole '
+    raise ConfigError('config.semi needs unlabeled samples but the labeled set is the whole '
                      'pool; set --config.semi=False or label a fraction of the pool.')
   per_epoch = train.steps_per_epoch(len(labeled), config.batch_size)
   total = config.num_epochs * per_epoch
@@ -116,7 +117,7 @@ def is_saved(directory: str) -> bool:
 def load_candidate(directory: str) -> Candidate:
   """Restores a candidate saved by `train_candidate`."""
   if not is_saved(directory):
-    raise FileNotFoundError(f'No candidate checkpoint in {directory}; train one with '
+    raise MissingFileError(f'No candidate checkpoint in {directory}; train one with '
                             'tod_jax.candidates.train_candidate (or check the path).')
   checkpointer = checkpointing.Checkpointer(directory)
   try:

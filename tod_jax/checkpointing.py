@@ -15,9 +15,10 @@ import chex
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from tod_jax.errors import UserError
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
   """A checkpoint cannot be read or does not fit this run."""
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from tod_jax import cli_logging, driver
+from tod_jax import cli, devices, driver
 
 # Table I: (row name, strategy, semi).
 ABLATION = (('Base', 'random', False), ('Base+Semi', 'random', True),
@@ -199,12 +199,11 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  cli_logging.setup_logging()
-  driver.setup_devices(FLAGS.config)  # Before any other JAX call.
+  devices.setup_devices(FLAGS.config)  # Before any other JAX call.
   compare(FLAGS.config, FLAGS.strategies, [int(s) for s in FLAGS.seeds], FLAGS.workdir,
           FLAGS.ablation,
           None if FLAGS.label_noise is None else [float(p) for p in FLAGS.label_noise])
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -20,6 +20,8 @@ import ml_collections
 import numpy as np
 
 from tod_jax import sharded_map
+from tod_jax.errors import ConfigError, DataError, UserError
+from tod_jax.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +45,37 @@ class Dataset:
   root: str = ''
   class_names: tuple[str, ...] = ()
 
+  @classmethod
+  def from_arrays(cls, train_images: np.ndarray, train_labels: np.ndarray,
+                  test_images: np.ndarray, test_labels: np.ndarray, num_classes: int = 0,
+                  name: str = 'arrays') -> 'Dataset':
+    """A user's own classification data as a Dataset (see README, "Python API").
+
+    Args:
+      train_images: the pool, uint8 [N, H, W, C] (or [N, H, W]: one channel).
+      train_labels: int [N] class labels; -1 = unknown (then use config.labels='ledger').
+      test_images, test_labels: the test split, same layout ([0, ...] arrays for none).
+      num_classes: number of classes; 0: max label + 1.
+      name: recorded in each metrics line.
+    Mean and std per channel are measured on the pool.
+    """
+    train_images, test_images = (_as_images(x, what) for x, what in
+                                 ((train_images, 'train_images'), (test_images, 'test_images')))
+    train_labels, test_labels = (_as_labels(y, len(x), what) for x, y, what in (
+        (train_images, train_labels, 'train_labels'), (test_images, test_labels, 'test_labels')))
+    if len(test_images) and test_images.shape[1:] != train_images.shape[1:]:
+      raise DataError(f'test_images are {test_images.shape[1:]} per image but train_images '
+                      f'{train_images.shape[1:]}; give both splits the same H, W, C.')
+    top = int(max(train_labels.max(initial=0), test_labels.max(initial=0)))
+    num_classes = num_classes or top + 1
+    if num_classes < 2 or top >= num_classes:
+      raise DataError(f'Labels must lie in [0, num_classes) with num_classes >= 2; got '
+                      f'num_classes={num_classes} and labels up to {top}.')
+    scaled = train_images.reshape(-1, train_images.shape[-1]).astype(np.float64) / 255.0
+    return cls(name, train_images, train_labels, test_images, test_labels, num_classes,
+               tuple(float(m) for m in scaled.mean(0)),
+               tuple(max(float(v), 1e-3) for v in scaled.std(0)))
+
   @property
   def is_segmentation(self) -> bool:
     return self.train_labels.ndim == 3
@@ -56,7 +89,27 @@ class Dataset:
     return tuple(self.train_images.shape[1:])
 
 
-class DatasetNotPreparedError(RuntimeError):
+def _as_images(images: np.ndarray, what: str) -> np.ndarray:
+  images = np.asarray(images)
+  if images.ndim == 3:
+    images = images[..., None]
+  if images.ndim != 4 or images.dtype != np.uint8:
+    raise DataError(f'{what} must be uint8 [N, H, W, C] (or [N, H, W]); got {images.dtype} '
+                    f'{images.shape}. Scale to 0..255 and cast with .astype(np.uint8).')
+  return images
+
+
+def _as_labels(labels: np.ndarray, count: int, what: str) -> np.ndarray:
+  labels = np.asarray(labels)
+  if labels.shape != (count,) or not np.issubdtype(labels.dtype, np.integer):
+    raise DataError(f'{what} must be {count} integer class labels, one per image; got '
+                    f'{labels.dtype} {labels.shape}.')
+  if (labels < -1).any():
+    raise DataError(f'{what} has labels below -1; use 0..num_classes-1, or -1 for unknown.')
+  return labels.astype(np.int32)
+
+
+class DatasetNotPreparedError(UserError, RuntimeError):
   """A TFDS dataset is not on disk and cannot be downloaded here."""
 
 
@@ -237,7 +290,7 @@ def _read_images(root: str, ids: Sequence[str], size: int, channels: int) -> np.
         image = image.resize((size, size), Image.BILINEAR)
         images[i] = np.asarray(image).reshape(size, size, channels)
     except OSError as e:
-      raise ValueError(f'Cannot read image {os.path.join(root, sample_id)} ({e}); remove or '
+      raise DataError(f'Cannot read image {os.path.join(root, sample_id)} ({e}); remove or '
                        'replace that file.') from e
   return images
 
@@ -254,16 +307,16 @@ def load_image_folder(data_dir: str, image_size: int, channels: int = 3) -> Data
   tod_jax does not need otherwise.
   """
   if not data_dir or not os.path.isdir(os.path.join(data_dir, 'labeled')):
-    raise ValueError(f'Image folder {data_dir!r} has no labeled/ directory; set '
+    raise DataError(f'Image folder {data_dir!r} has no labeled/ directory; set '
                      '--config.data_dir to a folder with labeled/<class>/*, unlabeled/* and '
                      'optionally test/<class>/*.')
   if channels not in (1, 3):
-    raise ValueError(f'image_channels must be 1 or 3, got {channels}.')
+    raise ConfigError(f'image_channels must be 1 or 3, got {channels}.')
   labeled_dir = os.path.join(data_dir, 'labeled')
   class_names = tuple(sorted(d for d in os.listdir(labeled_dir)
                              if os.path.isdir(os.path.join(labeled_dir, d))))
   if len(class_names) < 2:
-    raise ValueError(f'{labeled_dir} has {len(class_names)} class folder(s); make one folder '
+    raise DataError(f'{labeled_dir} has {len(class_names)} class folder(s); make one folder '
                      'per class (at least 2), each with a few labeled images.')
 
   def labeled_split(split):
@@ -276,7 +329,7 @@ def load_image_folder(data_dir: str, image_size: int, channels: int = 3) -> Data
   seed_ids, seed_labels = labeled_split('labeled')
   unlabeled_ids = _image_files(data_dir, 'unlabeled')
   if not seed_ids or not unlabeled_ids:
-    raise ValueError(f'Image folder {data_dir} has {len(seed_ids)} labeled and '
+    raise DataError(f'Image folder {data_dir} has {len(seed_ids)} labeled and '
                      f'{len(unlabeled_ids)} unlabeled images; active learning needs both '
                      '(labeled/<class>/*, unlabeled/*).')
   test_ids, test_labels = [], []
@@ -285,7 +338,7 @@ def load_image_folder(data_dir: str, image_size: int, channels: int = 3) -> Data
     extra = {d for d in os.listdir(test_dir)
              if os.path.isdir(os.path.join(test_dir, d))} - set(class_names)
     if extra:
-      raise ValueError(f'{data_dir}/test has folders {sorted(extra)} that are not classes of '
+      raise DataError(f'{data_dir}/test has folders {sorted(extra)} that are not classes of '
                        f'labeled/ {list(class_names)}; rename or remove them.')
     test_ids, test_labels = labeled_split('test')
 
@@ -301,23 +354,20 @@ def load_image_folder(data_dir: str, image_size: int, channels: int = 3) -> Data
       sample_ids=np.asarray(ids), root=os.path.abspath(data_dir), class_names=class_names)
 
 
-DATASETS: dict[str, Callable[[ml_collections.ConfigDict], Dataset]] = {
-    'digits': lambda config: load_digits(),
-    'cityscapes': lambda config: load_cityscapes(config.data_dir),
-    'synthetic_seg': lambda config: _load_synthetic_seg(),
-    'image_folder': lambda config: load_image_folder(config.data_dir, config.image_size,
-                                                     config.image_channels),
-    **{name: (lambda config, name=name: load_tfds(name, config.data_dir))
-       for name in TFDS_SPECS},
-}
+DATASETS: Registry[Callable[[ml_collections.ConfigDict], Dataset]] = Registry('dataset',
+                                                                              'dataset')
+DATASETS.register('digits', lambda config: load_digits())
+DATASETS.register('cityscapes', lambda config: load_cityscapes(config.data_dir))
+DATASETS.register('synthetic_seg', lambda config: _load_synthetic_seg())
+DATASETS.register('image_folder', lambda config: load_image_folder(
+    config.data_dir, config.image_size, config.image_channels))
+for _name in TFDS_SPECS:
+  DATASETS.register(_name, lambda config, name=_name: load_tfds(name, config.data_dir))
 
 
 def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
   """Loads `config.dataset`."""
-  if config.dataset not in DATASETS:
-    raise ValueError(f'Unknown dataset {config.dataset!r}; set --config.dataset to one of '
-                     f'{sorted(DATASETS)}.')
-  return DATASETS[config.dataset](config)
+  return DATASETS.get(config.dataset)(config)
 
 
 DATA_ON_DEVICE = ('auto', 'always', 'never')
@@ -325,7 +375,7 @@ DATA_ON_DEVICE = ('auto', 'always', 'never')
 
 def check_data_on_device(value: str) -> None:
   if value not in DATA_ON_DEVICE:
-    raise ValueError(f'data_on_device {value!r} is not one of {DATA_ON_DEVICE}; set '
+    raise ConfigError(f'data_on_device {value!r} is not one of {DATA_ON_DEVICE}; set '
                      '--config.data_on_device to one of them.')
 
 
@@ -408,7 +458,7 @@ def augment_segmentation(rng: chex.PRNGKey, images: chex.Array, masks: Optional[
   crop_rng, flip_rng = jax.random.split(rng)
   if crop_size:
     if crop_size > min(height, width):
-      raise ValueError(f'crop_size {crop_size} exceeds the {height}x{width} images; lower '
+      raise ConfigError(f'crop_size {crop_size} exceeds the {height}x{width} images; lower '
                        '--config.crop_size.')
     tops = jax.random.randint(crop_rng, (batch,), 0, height - crop_size + 1)
     lefts = jax.random.randint(jax.random.fold_in(crop_rng, 1), (batch,), 0,

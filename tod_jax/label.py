@@ -8,11 +8,9 @@ an empty label are skipped: labeling part of a query is allowed, the rest go bac
 to the pool. Any invalid row stops the import with nothing recorded.
 """
 
-import sys
-
 from absl import app, flags
 
-from tod_jax import labels
+from tod_jax import cli, label_sources
 
 FLAGS = flags.FLAGS
 
@@ -37,12 +35,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   try:
-    result = labels.import_labels(FLAGS.workdir, FLAGS.labels)
-  except (labels.LabelImportError, OSError) as e:
-    sys.exit(f'tod_jax.label: {e}')
+    result = label_sources.import_labels(FLAGS.workdir, FLAGS.labels)
+  except OSError as e:  # A labels file that cannot be read.
+    raise label_sources.LabelImportError(f'{e}; check the --labels path.') from e
   print(summary(result, FLAGS.workdir))
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

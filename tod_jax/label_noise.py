@@ -17,13 +17,14 @@ import numpy as np
 
 from tod_jax import checkpointing
 from tod_jax.input_pipeline import Dataset
+from tod_jax.errors import ConfigError
 
 RECORD = 'label_noise.json'
 
 
 def check_probability(probability: float) -> None:
   if not 0 <= probability <= 1:
-    raise ValueError(f'label_noise must be a probability in [0, 1]; got {probability}.')
+    raise ConfigError(f'label_noise must be a probability in [0, 1]; got {probability}.')
 
 
 def flip_labels(labels: np.ndarray, num_classes: int, probability: float,
@@ -40,11 +41,11 @@ def flip_labels(labels: np.ndarray, num_classes: int, probability: float,
   """
   labels = np.asarray(labels)
   if labels.ndim != 1:
-    raise ValueError(f'Label noise needs class labels [N]; got shape {labels.shape} '
+    raise ConfigError(f'Label noise needs class labels [N]; got shape {labels.shape} '
                      '(segmentation masks are not supported): set --config.label_noise=0.')
   check_probability(probability)
   if probability > 0 and num_classes < 2:
-    raise ValueError('Label noise needs at least 2 classes to flip to another one.')
+    raise ConfigError('Label noise needs at least 2 classes to flip to another one.')
   rng = np.random.default_rng(seed)
   flipped = np.flatnonzero(rng.random(len(labels)) < probability)
   # An offset in [1, K-1] added modulo K is uniform over the other K-1 classes.
@@ -59,7 +60,7 @@ def apply(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str) -> 
   if not config.label_noise:
     return dataset
   if (dataset.train_labels < 0).any():
-    raise ValueError('label_noise needs a fully labeled pool (a benchmark with oracle labels); '
+    raise ConfigError('label_noise needs a fully labeled pool (a benchmark with oracle labels); '
                      'set --config.label_noise=0 for a pool with unknown labels.')
   noisy, flipped = flip_labels(dataset.train_labels, dataset.num_classes, config.label_noise,
                                config.label_noise_seed)

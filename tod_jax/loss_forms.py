@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tod_jax.errors import ConfigError
 from tod_jax import tod
 
 CONSISTENCY_HEAD = 'consistency_head'  # Its params' key beside the model's own params.
@@ -41,7 +42,7 @@ FORMS = {
 
 def get(name: str) -> LossForm:
   if name not in FORMS:
-    raise ValueError(f'Unknown tod_loss_form {name!r}; set --config.tod_loss_form to one of '
+    raise ConfigError(f'Unknown tod_loss_form {name!r}; set --config.tod_loss_form to one of '
                      f'{sorted(FORMS)}.')
   return FORMS[name]
 

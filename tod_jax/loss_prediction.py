@@ -12,6 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tod_jax.errors import ConfigError
+
 
 class LossPredictionModule(nn.Module):
   """Stage feature maps [B, H_s, W_s, C_s] x S -> predicted loss [B]."""
@@ -27,7 +29,7 @@ def stage_features(intermediates: dict) -> list[chex.Array]:
   """The sown stage outputs 'stage1', 'stage2', .. in order."""
   names = sorted((k for k in intermediates if k.startswith('stage')), key=lambda k: int(k[5:]))
   if not names:
-    raise ValueError("The model sows no 'stage<i>' intermediates; LL4AL needs a model from "
+    raise ConfigError("The model sows no 'stage<i>' intermediates; LL4AL needs a model from "
                      'tod_jax.models that sows its stage outputs.')
   return [intermediates[k][0] for k in names]
 
@@ -63,7 +65,7 @@ def ranking_loss(predicted: chex.Array, target: chex.Array, margin: float = 1.0)
   chex.assert_rank([predicted, target], 1)
   chex.assert_equal_shape([predicted, target])
   if predicted.shape[0] % 2:
-    raise ValueError(f'The ranking loss pairs samples; got an odd batch of {predicted.shape[0]}; '
+    raise ConfigError(f'The ranking loss pairs samples; got an odd batch of {predicted.shape[0]}; '
                      'use an even --config.batch_size.')
   half = predicted.shape[0] // 2
   pred_diff = (predicted - predicted[::-1])[:half]

@@ -4,12 +4,10 @@ Config fields are overridden with `--config.key=value`. For several hosts, run t
 same command on every host with `--config.distributed=True` (README, "Scale").
 """
 
-import sys
-
 from absl import app, flags
 from ml_collections import config_flags
 
-from tod_jax import cli_logging, driver, input_pipeline
+from tod_jax import cli, devices, driver
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics.jsonl and TensorBoard.')
@@ -20,13 +18,9 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  cli_logging.setup_logging()
-  driver.setup_devices(FLAGS.config)  # Before any other JAX call.
-  try:
-    driver.run(FLAGS.config, FLAGS.workdir)
-  except input_pipeline.DatasetNotPreparedError as e:
-    sys.exit(f'error: {e}')  # The message says what to do; a traceback would bury it.
+  devices.setup_devices(FLAGS.config)  # Before any other JAX call.
+  driver.run(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

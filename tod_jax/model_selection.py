@@ -21,8 +21,9 @@ import chex
 import ml_collections
 import numpy as np
 
+from tod_jax.errors import ConfigError
 from tod_jax import candidates as candidates_lib
-from tod_jax import models, tod, uncertainty
+from tod_jax import models, scoring, tod, uncertainty
 from tod_jax.candidates import Candidate
 from tod_jax.input_pipeline import Dataset
 from tod_jax.scoring import Scorer
@@ -80,7 +81,7 @@ METHOD_NAMES = {'tod': 'TOD', 'train_loss': 'Train loss', 'least_confidence': 'L
 
 def _method(name: str) -> Callable:
   if name not in METHODS:
-    raise ValueError(f'Unknown model-selection method {name!r}; use one of {sorted(METHODS)}.')
+    raise ConfigError(f'Unknown model-selection method {name!r}; use one of {sorted(METHODS)}.')
   return METHODS[name]
 
 
@@ -132,7 +133,7 @@ def top_k_hit_rate(scores: np.ndarray, accuracies: np.ndarray, k: int, subset_si
   """Mean top-k hit over `num_draws` random subsets of `subset_size` candidates (Table III)."""
   scores, accuracies = np.asarray(scores), np.asarray(accuracies)
   if subset_size > len(scores):
-    raise ValueError(f'Top-{k}({subset_size}) needs at least {subset_size} candidates; got '
+    raise ConfigError(f'Top-{k}({subset_size}) needs at least {subset_size} candidates; got '
                      f'{len(scores)}.')
   hits = [top_k_hit(scores[s], accuracies[s], k) for s in (
       rng.choice(len(scores), subset_size, replace=False) for _ in range(num_draws))]
@@ -175,14 +176,14 @@ def load_outputs(directories: Sequence[str], config: ml_collections.ConfigDict, 
   """
   model = models.create_model(config.model, dataset.num_classes, config.dropout_rate,
                               config.compute_dtype)
-  scorer = Scorer(model, dataset.mean, dataset.std, config.score_output,
-                  config.score_chunk_size, make_mesh())
+  scorer = scoring.shared_scorer(model, tuple(dataset.mean), tuple(dataset.std),
+                                 config.score_output, config.score_chunk_size, make_mesh())
   outputs = []
   for directory in directories:
     candidate = candidates_lib.load_candidate(directory)
     trained = candidate.meta['config']
     if (trained['model'], trained['dataset']) != (config.model, config.dataset):
-      raise ValueError(f'{directory} holds a {trained["model"]} trained on '
+      raise ConfigError(f'{directory} holds a {trained["model"]} trained on '
                        f'{trained["dataset"]} but --config has {config.model} on '
                        f'{config.dataset}; pass the config the candidates were trained with.')
     outputs.append(candidate_outputs(scorer, candidate, dataset.test_images, baseline))

@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from tod_jax import drn
+from tod_jax.registry import Registry
 
 ModuleDef = Any
 
@@ -97,26 +98,44 @@ class SmallCNN(nn.Module):
     return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    'resnet18': functools.partial(ResNet, cifar_stem=True),
-    'resnet18_imagenet': functools.partial(ResNet, cifar_stem=False),
-    'small_cnn': SmallCNN,
-    # Segmentation (logits [batch, H, W, classes]); see drn.py.
-    'drn_d_22': drn.DRN_D_22,
-    'drn_tiny': drn.DRN_TINY,
-}
+MODELS: Registry[Callable[..., nn.Module]] = Registry('model', 'model')
+MODELS.register('resnet18', functools.partial(ResNet, cifar_stem=True))
+MODELS.register('resnet18_imagenet', functools.partial(ResNet, cifar_stem=False))
+MODELS.register('small_cnn', SmallCNN)
+# Segmentation (logits [batch, H, W, classes]); see drn.py.
+MODELS.register('drn_d_22', drn.DRN_D_22)
+MODELS.register('drn_tiny', drn.DRN_TINY)
+
+
+def register_model(name: str, factory: Callable[..., nn.Module]) -> None:
+  """Registers a user's own Flax module under `name` (for --config.model=name).
+
+  `factory(num_classes=, dropout_rate=, dtype=)` builds the module; its
+  `__call__(x, train=False, dropout=None)` maps NHWC float images to logits
+  [batch, classes] and keeps BatchNorm statistics (if any) in 'batch_stats'.
+  Strategies that need features ('coreset', LL4AL, tod_loss_form='reference')
+  need it to sow 'features' (and 'stage<i>') into 'intermediates' as the built-in
+  models do; MC dropout needs `dropout=True` to turn dropout on at inference.
+  """
+  MODELS.register(name, factory)
 
 
 def create_model(name: str, num_classes: int, dropout_rate: float = 0.0,
                  dtype: Any = 'float32') -> nn.Module:
-  """Builds the model registered as `name`, computing in `dtype`.
+  """The model registered as `name`, computing in `dtype`; one object per setting.
+
+  Runs that build the same model get the same object, so jitted functions keyed on
+  its apply method (the train step, the scorer) compile once per process.
 
   dtype 'bfloat16' is mixed precision: parameters and BatchNorm statistics stay
   float32 (flax's param_dtype; BatchNorm reduces in float32), convolutions and
   activations run in bfloat16, and the logits are cast back to float32 for the
   losses and softmax.
   """
-  if name not in MODELS:
-    raise ValueError(f'Unknown model {name!r}; set --config.model to one of {sorted(MODELS)}.')
-  return MODELS[name](num_classes=num_classes, dropout_rate=dropout_rate,
-                      dtype=jnp.dtype(dtype))
+  return _create_model(MODELS.get(name), num_classes, float(dropout_rate), jnp.dtype(dtype))
+
+
+@functools.lru_cache(maxsize=64)
+def _create_model(factory: Callable[..., nn.Module], num_classes: int, dropout_rate: float,
+                  dtype: Any) -> nn.Module:
+  return factory(num_classes=num_classes, dropout_rate=dropout_rate, dtype=dtype)

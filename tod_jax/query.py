@@ -7,14 +7,14 @@ Writes DIR/queries/cycle_NNN.csv (rank, sample_id, path, score) for the person w
 labels; `python -m tod_jax.label` imports the answers. Run again after labeling.
 """
 
-import logging as std_logging
 import os
 
 import ml_collections
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from tod_jax import driver, labels
+from tod_jax import cli, devices, driver, label_sources, rundir
+from tod_jax.errors import ConfigError, UserError
 
 FLAGS = flags.FLAGS
 
@@ -34,26 +34,22 @@ def load_config(workdir: str, config: ml_collections.ConfigDict | None
   """`config` if given, else the config the run in `workdir` was started with."""
   if config is not None:
     return config
-  if not os.path.exists(os.path.join(workdir, 'config.json')):
-    raise app.UsageError(f'{workdir} holds no run yet; start it with '
-                         '--config=configs/image_folder.py --config.data_dir=IMAGES.')
-  return driver.saved_config(workdir)
+  if not os.path.exists(os.path.join(workdir, rundir.CONFIG)):
+    raise UserError(f'{workdir} holds no run yet; start it with '
+                    '--config=configs/image_folder.py --config.data_dir=IMAGES.')
+  return rundir.saved_config(workdir)
 
 
 def query(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Runs the driver (at most one new cycle) and returns a summary for the person."""
   if config.labels != 'ledger':
-    raise ValueError("tod_jax.query needs --config.labels=ledger (a person labels); with the "
-                     "simulated oracle run `python -m tod_jax.main`.")
-  metrics = os.path.join(workdir, 'metrics.jsonl')  # One line per completed cycle.
-  done_before = 0
-  if os.path.exists(metrics):
-    with open(metrics) as f:
-      done_before = sum(1 for _ in f)
+    raise ConfigError("tod_jax.query needs --config.labels=ledger (a person labels); with the "
+                      "simulated oracle run `python -m tod_jax.main`.")
+  done_before = len(rundir.read_metrics(workdir))  # One line per completed cycle.
   records = driver.run(config, workdir)
-  data = labels.read_ledger(workdir)
-  cycle, queried = labels.current_query(data)
-  path = labels.query_csv_path(workdir, cycle)
+  data = label_sources.read_ledger(workdir)
+  cycle, queried = label_sources.current_query(data)
+  path = label_sources.query_csv_path(workdir, cycle)
   unlabeled = [s for s in queried if s not in data['labels']]
   accuracy = records[-1]['test_accuracy']
   if len(records) == done_before:
@@ -74,15 +70,13 @@ def query(config: ml_collections.ConfigDict, workdir: str) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logging.set_verbosity(logging.INFO)
-  quiet_orbax = lambda r: r.levelno >= std_logging.WARNING or '/orbax/' not in r.pathname
-  logging.get_absl_handler().addFilter(quiet_orbax)
   config = load_config(FLAGS.workdir, FLAGS.config)
+  devices.setup_devices(config)
   if FLAGS.num_cycles > 0:
-    config.num_cycles = FLAGS.num_cycles  # A resumable change (driver.RESUMABLE_CHANGES).
+    config.num_cycles = FLAGS.num_cycles  # A resumable change (rundir.RESUMABLE_CHANGES).
   print(query(config, FLAGS.workdir))
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

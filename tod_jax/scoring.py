@@ -171,3 +171,11 @@ class Scorer:
     """
     per_sample = self._confusion(num_classes, ignore_label)(variables, (images, labels))
     return per_sample.astype(np.int64).sum(0)
+
+
+@functools.lru_cache(maxsize=16)
+def shared_scorer(model: nn.Module, mean: tuple, std: tuple, output: str, chunk_size: int,
+                  mesh: Mesh) -> Scorer:
+  """One Scorer per setting (model, normalisation, output, chunk, mesh), so every run of a
+  process (a comparison's seeds and strategies, the tests) reuses its compiled functions."""
+  return Scorer(model, mean, std, output, chunk_size, mesh)

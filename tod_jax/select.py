@@ -10,12 +10,11 @@ import os
 import sys
 from typing import Sequence, TextIO
 
-import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from tod_jax import candidates as candidates_lib
-from tod_jax import input_pipeline, model_selection
+from tod_jax import cli, input_pipeline, model_selection
 from tod_jax.model_selection import METHOD_NAMES
 
 FLAGS = flags.FLAGS
@@ -66,4 +65,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

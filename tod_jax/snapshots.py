@@ -2,7 +2,7 @@
 
 They are the baselines w~ of COD over other intervals than a whole cycle: the
 model selection of Section V (Eq. 10, tod_jax.candidates) and Fig. 7's COD over
-different numbers of gradient steps (config.extra_baselines, tod_jax.analyze).
+different numbers of gradient steps (config.snapshot_intervals, tod_jax.analyze).
 """
 
 import re
@@ -11,6 +11,8 @@ from typing import Any, Iterable
 import jax
 import jax.numpy as jnp
 
+from tod_jax.errors import ConfigError
+
 _INTERVAL = re.compile(r'^(\d+)(steps?|epochs?)$')
 
 
@@ -18,7 +20,7 @@ def parse_interval(spec: str, steps_per_epoch: int) -> int:
   """'5steps' -> 5, '2epochs' -> 2 * steps_per_epoch (singular forms accepted)."""
   match = _INTERVAL.match(spec)
   if match is None or int(match.group(1)) < 1:
-    raise ValueError(f'Bad baseline interval {spec!r}; use a positive count followed by '
+    raise ConfigError(f'Bad snapshot interval {spec!r}; use a positive count followed by '
                      "'steps' or 'epochs', e.g. '5steps' or '1epoch'.")
   count = int(match.group(1))
   return count * steps_per_epoch if match.group(2).startswith('epoch') else count
@@ -45,7 +47,7 @@ class Snapshots:
     self.steps_back = {spec: parse_interval(spec, steps_per_epoch) for spec in specs}
     too_long = {spec: n for spec, n in self.steps_back.items() if n > total_steps}
     if too_long and not clip:
-      raise ValueError(f'Baseline intervals {too_long} (steps) exceed the {total_steps} '
+      raise ConfigError(f'Snapshot intervals {too_long} (steps) exceed the {total_steps} '
                        'training steps; shorten them or raise --config.num_epochs.')
     self.steps_back = {spec: min(n, total_steps) for spec, n in self.steps_back.items()}
     self.variables = {spec: jax.tree.map(jnp.copy, start_variables)

@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from tod_jax.errors import ConfigError
+
 
 def model_output(logits: chex.Array, kind: str) -> chex.Array:
   """The output f(x) that the discrepancies compare: 'logits' or 'softmax'."""
@@ -18,7 +20,8 @@ def model_output(logits: chex.Array, kind: str) -> chex.Array:
     return logits
   if kind == 'softmax':
     return jax.nn.softmax(logits, axis=-1)
-  raise ValueError(f"Unknown model output {kind!r}; use 'logits' or 'softmax'.")
+  raise ConfigError(f"Unknown model output {kind!r}; use 'logits' or 'softmax' (--config.score_output, "
+                    '--config.loss_output).')
 
 
 def _sq_distance(a: chex.Array, b: chex.Array) -> chex.Array:

@@ -15,13 +15,14 @@ import tqdm
 
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from tod_jax.errors import ConfigError, UserError
 from tod_jax import input_pipeline, loss_forms, loss_prediction, tod
 from tod_jax.input_pipeline import Dataset
 from tod_jax.sharded_map import DATA_AXIS, make_mesh, put
 from tod_jax.train_state import TrainState
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
   """Training produced a NaN or infinite loss."""
 
 
@@ -36,7 +37,7 @@ class StepSettings:
   loss_form: str
   tod_weight: float
   loss_output: str
-  loss_baseline: str
+  loss_teacher: str
   ema_decay: float
   ema_warmup: bool
   crop_padding: int
@@ -52,7 +53,7 @@ class StepSettings:
   def create(cls, config: ml_collections.ConfigDict, dataset: Dataset) -> 'StepSettings':
     loss_forms.get(config.tod_loss_form)  # Fails fast on an unknown form.
     return cls(bool(config.semi), config.tod_loss_form, float(config.tod_weight),
-               config.loss_output, config.loss_baseline, float(config.ema_decay),
+               config.loss_output, config.loss_teacher, float(config.ema_decay),
                bool(config.ema_warmup), int(config.crop_padding), bool(config.flip),
                int(config.crop_size), float(config.ll4al_weight), float(config.ll4al_margin),
                tuple(dataset.mean), tuple(dataset.std), dataset.ignore_label)
@@ -103,11 +104,11 @@ def _teacher(s: StepSettings, state: TrainState, x_l: chex.Array, x_u: chex.Arra
   'ema': the EMA model in training mode with its own BatchNorm statistics (authors'
   code); 'cyclic': the fixed previous-cycle model w_{c-1} in inference mode.
   """
-  if s.loss_baseline == 'cyclic':
-    if state.loss_baseline is None:
-      raise ValueError("loss_baseline='cyclic' needs the state's loss_baseline (w_{c-1}); "
-                       'pass loss_baseline= to create_train_state.')
-    run = lambda x: state.apply_fn(state.loss_baseline, x, train=False)
+  if s.loss_teacher == 'cyclic':
+    if state.teacher_variables is None:
+      raise ValueError("loss_teacher='cyclic' needs the state's teacher_variables (w_{c-1}); "
+                       'pass teacher_variables= to create_train_state.')
+    run = lambda x: state.apply_fn(state.teacher_variables, x, train=False)
     return (run(x_l) if s.form.teacher_on_labeled else None), run(x_u), state.ema_batch_stats
   stats = state.ema_batch_stats
   outputs = []
@@ -212,7 +213,7 @@ def train_step(state: TrainState, labeled: dict, unlabeled: dict, rng: chex.PRNG
   if with_head:
     state = _update_loss_head(state, head_grads)
   state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-  state = _update_ema(s, state, ema_stats, s.semi and s.loss_baseline == 'ema')
+  state = _update_ema(s, state, ema_stats, s.semi and s.loss_teacher == 'ema')
   counted = (jnp.ones(labels.shape, bool) if s.ignore_label is None
              else labels != s.ignore_label)
   correct = (jnp.argmax(logits_l, -1) == labels) & counted
@@ -240,7 +241,7 @@ def check_batch_sizes(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
     sizes['unlabeled_batch_size'] = config.unlabeled_batch_size
   uneven = {name: size for name, size in sizes.items() if size % mesh.size}
   if uneven:
-    raise ValueError(f'{uneven} cannot be split evenly over the {mesh.size} devices of '
+    raise ConfigError(f'{uneven} cannot be split evenly over the {mesh.size} devices of '
                      f'the mesh; set --config.batch_size and --config.unlabeled_batch_size '
                      f'to multiples of {mesh.size}.')
 

@@ -11,6 +11,7 @@ import ml_collections
 import optax
 from flax.training import train_state
 
+from tod_jax.errors import ConfigError
 from tod_jax import loss_forms
 
 
@@ -19,15 +20,15 @@ class TrainState(train_state.TrainState):
 
   Optional parts, None unless a run uses them: `loss_head_params` and
   `loss_head_opt_state` (LL4AL's loss prediction module, updated with `tx`
-  alongside the model) and `loss_baseline` ({'params', 'batch_stats'} of the
-  fixed model w_{c-1} that Eq. 7 compares with when config.loss_baseline='cyclic').
+  alongside the model) and `teacher_variables` ({'params', 'batch_stats'} of the
+  fixed model w_{c-1} that Eq. 7 compares with when config.loss_teacher='cyclic').
   """
   batch_stats: Any
   ema_params: Any
   ema_batch_stats: Any
   loss_head_params: Any = None
   loss_head_opt_state: Any = None
-  loss_baseline: Any = None
+  teacher_variables: Any = None
 
   @property
   def variables(self) -> dict:
@@ -49,7 +50,8 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
   transformation and the jitted train step compiles once per run.
   """
   if config.optimizer not in ('sgd', 'adam'):
-    raise ValueError(f"Unknown optimizer {config.optimizer!r}; use 'sgd' or 'adam'.")
+    raise ConfigError(f"Unknown optimizer {config.optimizer!r}; set --config.optimizer to 'sgd' or "
+                      "'adam'.")
   return _optimizer(config.optimizer, config.learning_rate, config.momentum,
                     config.weight_decay, config.lr_decay_factor)
 
@@ -85,7 +87,7 @@ def init_variables(model: nn.Module, rng: chex.PRNGKey, image_shape: tuple[int, 
   if consistency_head:
     logits, sown = model.apply(variables, x, train=False, mutable=['intermediates'])
     if logits.ndim != 2 or 'features' not in sown['intermediates']:
-      raise ValueError("tod_loss_form='reference' needs a classification model that sows its "
+      raise ConfigError("tod_loss_form='reference' needs a classification model that sows its "
                        "pooled 'features'; use --config.tod_loss_form=paper for this model.")
     params = {**params, loss_forms.CONSISTENCY_HEAD: loss_forms.init_consistency_head(
         jax.random.fold_in(rng, 1), sown['intermediates']['features'][0], logits.shape[-1])}
@@ -95,12 +97,12 @@ def init_variables(model: nn.Module, rng: chex.PRNGKey, image_shape: tuple[int, 
 def create_train_state(model: nn.Module, variables: dict, tx: optax.GradientTransformation,
                        ema_variables: dict | None = None, step: int = 0, *,
                        decay_step: Optional[int] = None, loss_head_params: Any = None,
-                       loss_baseline: dict | None = None) -> TrainState:
+                       teacher_variables: dict | None = None) -> TrainState:
   """A fresh optimizer state around `variables`; the EMA model starts as a copy unless given.
 
   `decay_step` (see create_optimizer and lr_decay_step): the step from which the
   learning rate is decayed; None: never. The train step donates the state's
-  buffers, so the EMA model and the loss baseline get their own copies.
+  buffers, so the EMA model and the cyclic teacher get their own copies.
   """
   def init(params):
     opt_state = tx.init(params)
@@ -110,11 +112,11 @@ def create_train_state(model: nn.Module, variables: dict, tx: optax.GradientTran
 
   ema_variables = ema_variables or jax.tree.map(jnp.copy, variables)
   head_opt_state = None if loss_head_params is None else init(loss_head_params)
-  if loss_baseline is not None:
-    loss_baseline = jax.tree.map(jnp.copy, loss_baseline)
+  if teacher_variables is not None:
+    teacher_variables = jax.tree.map(jnp.copy, teacher_variables)
   return TrainState(step=jnp.asarray(step, jnp.int32), apply_fn=model.apply,
                     params=variables['params'], tx=tx, opt_state=init(variables['params']),
                     batch_stats=variables['batch_stats'], ema_params=ema_variables['params'],
                     ema_batch_stats=ema_variables['batch_stats'],
                     loss_head_params=loss_head_params, loss_head_opt_state=head_opt_state,
-                    loss_baseline=loss_baseline)
+                    teacher_variables=teacher_variables)

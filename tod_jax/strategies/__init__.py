@@ -1,10 +1,13 @@
-"""Query strategies, registered by name; each maps a QueryContext to pool indices.
+"""Query strategies, registered by name; each maps a QueryContext to a QueryResult.
 
-A strategy is `query(ctx: QueryContext, budget: int) -> np.ndarray` returning
-`budget` distinct indices drawn from `ctx.candidates`. Add one by writing a
-module here that decorates its function with `@register('name')` and importing
-it below. A strategy may name a config check (run before any data is loaded)
-and may ask for LL4AL's loss prediction module to be trained with the model.
+A strategy is `query(ctx: QueryContext, budget: int) -> QueryResult`: `budget`
+distinct indices drawn from `ctx.query_pool`, its per-candidate scores (None for
+random) and its new strategy state. Strategies read the context and return;
+they never write into it. Add one by writing a module here that decorates its
+function with `@register('name')` and importing it below (or call `register`
+from your own code). A strategy may name a config check (run before any data
+is loaded) and may ask for LL4AL's loss prediction module to be trained with
+the model.
 """
 
 import dataclasses
@@ -13,68 +16,84 @@ from typing import Any, Callable, Optional
 import ml_collections
 import numpy as np
 
+from tod_jax import ranking
 from tod_jax.input_pipeline import Dataset
+from tod_jax.registry import Registry
 from tod_jax.scoring import Scorer
 from tod_jax.train_state import TrainState
 
 
 @dataclasses.dataclass(frozen=True)
 class QueryContext:
-  """Everything a strategy may look at after a cycle's training."""
+  """Everything a strategy may look at after a cycle's training (read only)."""
   config: ml_collections.ConfigDict
   dataset: Dataset
   labeled: np.ndarray  # Labeled pool indices.
-  candidates: np.ndarray  # Unlabeled pool indices eligible this cycle (maybe a subset).
+  query_pool: np.ndarray  # Sorted unlabeled pool indices a query may take (maybe a subset).
   state: TrainState  # The model w_c trained in this cycle (and its EMA model).
-  baseline_variables: Any  # {'params', 'batch_stats'} of w_{c-1} (cycle 1: initial weights).
+  previous_variables: Any  # {'params', 'batch_stats'} COD compares with (w_{c-1}; cycle 1: w_0).
   scorer: Scorer
   rng: np.random.Generator
   cycle: int = 1  # The cycle that trained `state` (1-based).
-  # A strategy's own arrays carried across cycles and checkpointed with the run (e.g. the
-  # kept COD outputs); strategies read and replace entries in place.
+  # The strategy's own arrays from the last cycle (e.g. kept COD outputs), checkpointed
+  # with the run; a strategy returns its new state in its QueryResult.
   strategy_state: dict = dataclasses.field(default_factory=dict)
-  # What a strategy reports back: 'scores', [len(candidates)] float aligned with
-  # `candidates`, if it ranks by a score (shown to the person who labels the query).
-  report: dict = dataclasses.field(default_factory=dict)
 
 
-Strategy = Callable[[QueryContext, int], np.ndarray]
+@dataclasses.dataclass(frozen=True)
+class QueryResult:
+  """What a strategy returns."""
+  indices: np.ndarray  # [budget] int64 pool indices, in query order.
+  scores: Optional[np.ndarray] = None  # [len(query_pool)] per-candidate score, or None.
+  strategy_state: Optional[dict] = None  # The new strategy state; None: unchanged.
+  order: str = 'highest'  # Which end of `scores` the query took ('highest' or 'lowest').
+
+
+def ranked(ctx: QueryContext, scores: np.ndarray, budget: int, lowest: bool = False,
+           strategy_state: Optional[dict] = None) -> QueryResult:
+  """The QueryResult of the `budget` highest (or lowest) scores of ctx.query_pool."""
+  scores = np.asarray(scores)
+  indices = ranking.top_b(-scores if lowest else scores, ctx.query_pool, budget)
+  return QueryResult(indices, scores, strategy_state, 'lowest' if lowest else 'highest')
+
+
+Strategy = Callable[[QueryContext, int], QueryResult]
 ConfigCheck = Callable[[ml_collections.ConfigDict], None]
-STRATEGIES: dict[str, Strategy] = {}
-CONFIG_CHECKS: dict[str, ConfigCheck] = {}
-LOSS_HEAD_STRATEGIES: set[str] = set()
+
+
+@dataclasses.dataclass(frozen=True)
+class StrategySpec:
+  query: Strategy
+  check: Optional[ConfigCheck] = None
+  loss_head: bool = False  # Train LL4AL's loss prediction module with the model.
+
+
+STRATEGIES: Registry[StrategySpec] = Registry('strategy', 'strategy')
 
 
 def register(name: str, *, check: Optional[ConfigCheck] = None,
              loss_head: bool = False) -> Callable[[Strategy], Strategy]:
   """Registers a strategy; `check(config)` raises on configs it cannot use."""
   def wrap(fn: Strategy) -> Strategy:
-    STRATEGIES[name] = fn
-    if check is not None:
-      CONFIG_CHECKS[name] = check
-    if loss_head:
-      LOSS_HEAD_STRATEGIES.add(name)
+    STRATEGIES.register(name, StrategySpec(fn, check, loss_head))
     return fn
   return wrap
 
 
 def get_strategy(name: str) -> Strategy:
-  if name not in STRATEGIES:
-    raise ValueError(f'Unknown strategy {name!r}; set --config.strategy to one of '
-                     f'{sorted(STRATEGIES)}.')
-  return STRATEGIES[name]
+  return STRATEGIES.get(name).query
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises if config.strategy is unknown or cannot run with `config`."""
-  get_strategy(config.strategy)
-  if config.strategy in CONFIG_CHECKS:
-    CONFIG_CHECKS[config.strategy](config)
+  spec = STRATEGIES.get(config.strategy)
+  if spec.check is not None:
+    spec.check(config)
 
 
 def needs_loss_head(name: str) -> bool:
   """Whether strategy `name` trains LL4AL's loss prediction module with the model."""
-  return name in LOSS_HEAD_STRATEGIES
+  return STRATEGIES.get(name).loss_head
 
 
 # Registration by import.

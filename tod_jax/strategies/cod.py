@@ -14,14 +14,13 @@ same cycle that far before its end instead of w_{c-1} (beyond the paper; the
 baseline is trained, so every cycle queries the highest scores).
 """
 
-import numpy as np
-
-from tod_jax import kept_outputs, selection, snapshots, strategies
+from tod_jax import kept_outputs, snapshots, strategies
+from tod_jax.errors import ConfigError
 
 
 def _check(config) -> None:
   if config.cod_first_cycle not in ('highest', 'lowest'):
-    raise ValueError(f'Unknown cod_first_cycle {config.cod_first_cycle!r}; set '
+    raise ConfigError(f'Unknown cod_first_cycle {config.cod_first_cycle!r}; set '
                      "--config.cod_first_cycle to 'lowest' (authors' code) or 'highest' "
                      "(paper's text).")
   if config.cod_interval != 'cycle':
@@ -34,17 +33,17 @@ def takes_lowest(config, cycle: int) -> bool:
 
 
 @strategies.register('cod', check=_check)
-def query(ctx: 'strategies.QueryContext', budget: int) -> np.ndarray:
-  images = ctx.dataset.train_images
+def query(ctx: 'strategies.QueryContext', budget: int) -> 'strategies.QueryResult':
+  images, state = ctx.dataset.train_images, ctx.strategy_state
   if ctx.config.keep_outputs and ctx.config.cod_interval == 'cycle':
-    scores = kept_outputs.cod_scores(
-        ctx.scorer, ctx.state.variables, ctx.baseline_variables, images, ctx.candidates,
-        ctx.strategy_state, dtype=ctx.config.kept_outputs_dtype,
+    scores, kept = kept_outputs.cod_scores(
+        ctx.scorer, ctx.state.variables, ctx.previous_variables, images, ctx.query_pool,
+        state.get(kept_outputs.KEPT), dtype=ctx.config.kept_outputs_dtype,
         max_bytes=ctx.config.kept_outputs_max_bytes)
+    state = {k: v for k, v in state.items() if k != kept_outputs.KEPT}
+    if kept is not None:
+      state[kept_outputs.KEPT] = kept
   else:
-    scores = ctx.scorer.cod(ctx.state.variables, ctx.baseline_variables, images,
-                            ctx.candidates)
-  ctx.report['scores'] = scores
-  if takes_lowest(ctx.config, ctx.cycle):
-    return selection.top_b(-scores, ctx.candidates, budget)
-  return selection.top_b(scores, ctx.candidates, budget)
+    scores = ctx.scorer.cod(ctx.state.variables, ctx.previous_variables, images,
+                            ctx.query_pool)
+  return strategies.ranked(ctx, scores, budget, takes_lowest(ctx.config, ctx.cycle), state)

@@ -38,7 +38,7 @@ def _greedy(points: chex.Array, min_sq_dist: chex.Array, budget: int) -> chex.Ar
 
 
 def k_center_greedy(candidate_features: np.ndarray, center_features: np.ndarray,
-                    budget: int, chunk: int = 1024) -> np.ndarray:
+                    budget: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
   """Positions (into candidate_features) of `budget` greedy k-center picks.
 
   Args:
@@ -47,7 +47,8 @@ def k_center_greedy(candidate_features: np.ndarray, center_features: np.ndarray,
     budget: how many to pick (<= n).
     chunk: centers compared at once.
   Returns:
-    [budget] distinct int64 positions, in the order picked.
+    ([budget] distinct int64 positions, in the order picked; [n] float32 distance of
+    each candidate to its nearest labeled sample, inf without centers).
   """
   points = jnp.asarray(candidate_features, jnp.float32)
   centers = np.asarray(center_features, np.float32)
@@ -57,14 +58,16 @@ def k_center_greedy(candidate_features: np.ndarray, center_features: np.ndarray,
     if len(block) < chunk:  # Pad with a repeated center: one compiled shape for all cycles.
       block = np.concatenate([block, np.repeat(block[:1], chunk - len(block), 0)])
     best = _min_sq_dist_to_chunk(points, jnp.asarray(block), best)
-  return np.asarray(_greedy(points, best, budget), np.int64)
+  picks = np.asarray(_greedy(points, best, budget), np.int64)
+  return picks, np.sqrt(np.asarray(best, np.float32))
 
 
 @strategies.register('coreset')
-def query(ctx: 'strategies.QueryContext', budget: int) -> np.ndarray:
+def query(ctx: 'strategies.QueryContext', budget: int) -> 'strategies.QueryResult':
+  """k-center picks; the scores are each candidate's distance to the labeled set."""
   images = ctx.dataset.train_images
-  candidate_features = ctx.scorer.features(ctx.state.variables, images, ctx.candidates)
+  candidate_features = ctx.scorer.features(ctx.state.variables, images, ctx.query_pool)
   labeled_features = ctx.scorer.features(ctx.state.variables, images, ctx.labeled)
-  picks = k_center_greedy(candidate_features, labeled_features, budget,
-                          ctx.config.score_chunk_size)
-  return ctx.candidates[picks].astype(np.int64)
+  picks, distances = k_center_greedy(candidate_features, labeled_features, budget,
+                                     ctx.config.score_chunk_size)
+  return strategies.QueryResult(ctx.query_pool[picks].astype(np.int64), distances)

@@ -1,12 +1,10 @@
 """`emaod`: the largest output discrepancy between w_c and its EMA model (Fig. 11)."""
 
-import numpy as np
-
-from tod_jax import selection, strategies
+from tod_jax import strategies
 
 
 @strategies.register('emaod')
-def query(ctx: 'strategies.QueryContext', budget: int) -> np.ndarray:
+def query(ctx: 'strategies.QueryContext', budget: int) -> 'strategies.QueryResult':
   scores = ctx.scorer.cod(ctx.state.variables, ctx.state.ema_variables,
-                          ctx.dataset.train_images, ctx.candidates)
-  return selection.top_b(scores, ctx.candidates, budget)
+                          ctx.dataset.train_images, ctx.query_pool)
+  return strategies.ranked(ctx, scores, budget)

@@ -9,24 +9,25 @@ from typing import Callable
 
 import jax
 import ml_collections
-import numpy as np
 
-from tod_jax import selection, strategies, uncertainty
+from tod_jax import strategies, uncertainty
+from tod_jax.errors import ConfigError
 
 
 def check(config: ml_collections.ConfigDict) -> None:
   if config.dropout_rate <= 0 or config.mc_samples < 2:
-    raise ValueError(f'Strategy {config.strategy!r} needs dropout and several passes; got '
+    raise ConfigError(f'Strategy {config.strategy!r} needs dropout and several passes; got '
                      f'dropout_rate={config.dropout_rate}, mc_samples={config.mc_samples}; set '
                      '--config.dropout_rate (e.g. 0.3) and --config.mc_samples >= 2.')
 
 
-def query(measure: Callable, ctx: 'strategies.QueryContext', budget: int) -> np.ndarray:
+def query(measure: Callable, ctx: 'strategies.QueryContext',
+          budget: int) -> 'strategies.QueryResult':
   """Top-b candidates by `measure`([n, T, K] MC probabilities)."""
   rng = jax.random.PRNGKey(int(ctx.rng.integers(2**31)))
   scores = ctx.scorer.mc_uncertainty(ctx.state.variables, rng, ctx.config.mc_samples, measure,
-                                     ctx.dataset.train_images, ctx.candidates)
-  return selection.top_b(scores, ctx.candidates, budget)
+                                     ctx.dataset.train_images, ctx.query_pool)
+  return strategies.ranked(ctx, scores, budget)
 
 
 def mean_entropy(mc_probs):

@@ -6,5 +6,6 @@ from tod_jax import strategies
 
 
 @strategies.register('random')
-def query(ctx: 'strategies.QueryContext', budget: int) -> np.ndarray:
-  return ctx.rng.choice(ctx.candidates, size=budget, replace=False).astype(np.int64)
+def query(ctx: 'strategies.QueryContext', budget: int) -> 'strategies.QueryResult':
+  return strategies.QueryResult(
+      ctx.rng.choice(ctx.query_pool, size=budget, replace=False).astype(np.int64))

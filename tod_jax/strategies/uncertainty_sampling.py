@@ -3,16 +3,15 @@
 import functools
 from typing import Callable
 
-import numpy as np
-
-from tod_jax import selection, strategies, uncertainty
+from tod_jax import strategies, uncertainty
 
 
-def query(measure: Callable, ctx: 'strategies.QueryContext', budget: int) -> np.ndarray:
+def query(measure: Callable, ctx: 'strategies.QueryContext',
+          budget: int) -> 'strategies.QueryResult':
   """Top-b candidates by `measure`(softmax(logits)) of the trained model."""
   scores = ctx.scorer.uncertainty(ctx.state.variables, measure, ctx.dataset.train_images,
-                                  ctx.candidates)
-  return selection.top_b(scores, ctx.candidates, budget)
+                                  ctx.query_pool)
+  return strategies.ranked(ctx, scores, budget)
 
 
 for _name, _measure in (('entropy', uncertainty.entropy), ('margin', uncertainty.margin),

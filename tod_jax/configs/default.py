@@ -1,6 +1,7 @@
 """Default protocol: the paper's classification setup (Table VIII) on CIFAR-10.
 
-Dataset configs import this and change only what differs.
+Dataset configs (configs/*.py, or a user's own file anywhere) import this with
+`from tod_jax.configs import default` and change only what differs.
 """
 
 import ml_collections
@@ -11,7 +12,7 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
 
   # Data.
-  config.dataset = 'cifar10'  # A name in tod_jax.input_pipeline.DATASETS.
+  config.dataset = 'cifar10'  # A name in tod_jax.input_pipeline.DATASETS (or tod_jax.run(dataset=)).
   config.data_dir = ''  # TFDS data_dir; '' uses the TFDS default (~/tensorflow_datasets).
   config.crop_padding = 4  # Zero padding before the random crop back to full size; 0: no crop.
   config.flip = True  # Random horizontal flip of training images.
@@ -59,9 +60,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.keep_outputs = True  # COD keeps w_c's pool outputs for cycle c+1: one pass per image.
   config.kept_outputs_dtype = 'float32'  # 'float32' or 'bfloat16' storage of kept outputs.
   config.kept_outputs_max_bytes = 2**30  # Above this COD runs both models instead (logged once).
-  config.loss_baseline = 'ema'  # Baseline of Eq. 7: 'ema' (paper) or 'cyclic' (w_{c-1}, fixed; Fig. 12).
+  config.loss_teacher = 'ema'  # w~ of Eq. 7: 'ema' (paper) or 'cyclic' (w_{c-1}, fixed; Fig. 12).
 
-  config.extra_baselines = ''  # Also keep w_c this many steps/epochs back, e.g. '5steps,1epoch' (Fig. 7).
+  config.snapshot_intervals = ''  # Also keep w_c this many steps/epochs back, e.g. '5steps,1epoch' (Fig. 7).
 
   # Other strategies.
   config.mc_samples = 10  # T stochastic forward passes for 'mc_dropout' and 'bald'.

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import write_image_folder
-from tod_jax import checkpointing, driver, input_pipeline, label, labels, query
+from tod_jax import checkpointing, driver, input_pipeline, label, label_sources, query
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -66,15 +66,17 @@ def queried_once(tmp_path_factory):
 def test_query_writes_the_ranked_csv_without_labels(queried_once):
   images, _, workdir, message = queried_once
   rows = _read_csv(os.path.join(workdir, 'queries', 'cycle_001.csv'))
-  assert list(rows[0]) == ['rank', 'sample_id', 'path', 'score']
+  assert list(rows[0]) == ['rank', 'sample_id', 'path', 'score', 'taken']
   assert [r['rank'] for r in rows] == ['1', '2', '3']  # round(0.1 * 32) = 3.
   assert all(r['sample_id'].startswith('unlabeled/') for r in rows)
   assert all(r['path'] == os.path.join(images, r['sample_id']) and os.path.exists(r['path'])
              for r in rows)
   scores = [float(r['score']) for r in rows]
-  assert scores == sorted(scores, reverse=True) and scores[-1] >= 0
+  # Cycle 1 of cod (cod_first_cycle='lowest') takes the lowest COD first.
+  assert {r['taken'] for r in rows} == {'lowest'}
+  assert scores == sorted(scores) and scores[0] >= 0
   assert 'Cycle 1: trained on 8 labeled samples' in message and 'cycle_001.csv' in message
-  ledger = labels.read_ledger(workdir)
+  ledger = label_sources.read_ledger(workdir)
   assert ledger['classes'] == ['cat', 'dog'] and len(ledger['pool']) == 32
   assert ledger['queries'] == {'1': [r['sample_id'] for r in rows]}
   # The seed set is labeled/ (cycle 0); nothing else is labeled yet.
@@ -108,44 +110,44 @@ BAD_FILES = [
 def test_bad_label_file_gives_its_error_and_changes_nothing(queried_once, tmp_path, text,
                                                             message):
   _, _, workdir, _ = queried_once
-  ledger = labels.read_ledger(workdir)
+  ledger = label_sources.read_ledger(workdir)
   query_ids = ledger['queries']['1']
   other = next(s for s in ledger['pool'] if s.startswith('unlabeled/') and s not in query_ids)
   names = {'q0': query_ids[0], 'q1': query_ids[1], 'other': other}
   before = _snapshot(workdir)
-  with pytest.raises(labels.LabelImportError, match=message.format(**names)):
-    labels.import_labels(workdir, _write(tmp_path / 'labels.csv', text.format(**names)))
+  with pytest.raises(label_sources.LabelImportError, match=message.format(**names)):
+    label_sources.import_labels(workdir, _write(tmp_path / 'labels.csv', text.format(**names)))
   assert _snapshot(workdir) == before  # labels.json byte-identical, and everything else.
 
 
 def test_label_before_any_query_is_a_clear_error(tmp_path):
-  with pytest.raises(labels.LabelImportError, match='does not exist: start the run'):
-    labels.import_labels(str(tmp_path), _write(tmp_path / 'l.csv', 'sample_id,label\na,b\n'))
+  with pytest.raises(label_sources.LabelImportError, match='does not exist: start the run'):
+    label_sources.import_labels(str(tmp_path), _write(tmp_path / 'l.csv', 'sample_id,label\na,b\n'))
 
 
 def test_partial_labels_then_next_cycle_trains_on_them(queried_once, tmp_path):
   images, truth, first_dir, _ = queried_once
   workdir = str(tmp_path / 'run')
   shutil.copytree(first_dir, workdir)
-  query_ids = labels.read_ledger(workdir)['queries']['1']
+  query_ids = label_sources.read_ledger(workdir)['queries']['1']
 
   # The person labels two of the three queried images, in the query CSV itself.
   rows = _read_csv(os.path.join(workdir, 'queries', 'cycle_001.csv'))
   text = 'rank,sample_id,path,score,label\n' + ''.join(
       f"{r['rank']},{r['sample_id']},{r['path']},{r['score']},"
       f"{truth[r['sample_id']] if i < 2 else ''}\n" for i, r in enumerate(rows))
-  result = labels.import_labels(workdir, _write(tmp_path / 'answers.csv', text))
+  result = label_sources.import_labels(workdir, _write(tmp_path / 'answers.csv', text))
   assert result == {'cycle': 1, 'imported': 2, 'queried': 3, 'unlabeled': 1}
   assert 'partial labeling: 1 stay unlabeled' in label.summary(result, workdir)
-  ledger_bytes = open(os.path.join(workdir, labels.LEDGER), 'rb').read()
-  with pytest.raises(labels.LabelImportError, match='are already labeled'):
-    labels.import_labels(workdir, str(tmp_path / 'answers.csv'))
-  assert open(os.path.join(workdir, labels.LEDGER), 'rb').read() == ledger_bytes
+  ledger_bytes = open(os.path.join(workdir, label_sources.LEDGER), 'rb').read()
+  with pytest.raises(label_sources.LabelImportError, match='are already labeled'):
+    label_sources.import_labels(workdir, str(tmp_path / 'answers.csv'))
+  assert open(os.path.join(workdir, label_sources.LEDGER), 'rb').read() == ledger_bytes
 
   # What the next cycle trains on: the 8 seeds plus the 2 new labels, with their classes.
   dataset = input_pipeline.load_image_folder(images, 8)
-  labeled, train_labels = labels.Ledger(workdir, dataset).labeled_set(np.zeros(0, np.int64))
-  ids = labels.sample_ids(dataset)
+  labeled, train_labels = label_sources.Ledger(workdir, dataset).labeled_set(np.zeros(0, np.int64))
+  ids = label_sources.sample_ids(dataset)
   assert {ids[i]: dataset.class_names[train_labels[i]] for i in labeled} == {
       s: truth[s] for s in ids if s.startswith('labeled/') or s in query_ids[:2]}
   assert (train_labels >= 0).sum() == 10
@@ -159,7 +161,7 @@ def test_partial_labels_then_next_cycle_trains_on_them(queried_once, tmp_path):
   assert [(r['cycle'], r['num_labeled']) for r in records] == [(1, 8), (2, 10)]
   second = [r['sample_id'] for r in _read_csv(os.path.join(workdir, 'queries', 'cycle_002.csv'))]
   assert len(second) == 3 and not set(second) & set(query_ids[:2])
-  assert labels.read_ledger(workdir)['queries']['2'] == second
+  assert label_sources.read_ledger(workdir)['queries']['2'] == second
   ckpt = checkpointing.Checkpointer(workdir)
   meta = ckpt.restore_meta(2)
   ckpt.close()
@@ -170,7 +172,7 @@ def test_label_command_line_reports_errors_and_success(queried_once, tmp_path):
   _, truth, first_dir, _ = queried_once
   workdir = str(tmp_path / 'run')
   shutil.copytree(first_dir, workdir)
-  query_ids = labels.read_ledger(workdir)['queries']['1']
+  query_ids = label_sources.read_ledger(workdir)['queries']['1']
   run = lambda path: subprocess.run(
       [sys.executable, '-m', 'tod_jax.label', f'--workdir={workdir}', f'--labels={path}'],
       cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -205,9 +207,9 @@ def test_query_write_cut_short_by_a_crash_is_completed_on_the_next_call(queried_
   shutil.copytree(first_dir, workdir)
   expected = _snapshot(workdir)
   # As if the process died right after saving checkpoint 1: no ledger query, no CSV.
-  ledger = labels.read_ledger(workdir)
+  ledger = label_sources.read_ledger(workdir)
   ledger['queries'] = {}
-  _write(os.path.join(workdir, labels.LEDGER), json.dumps(ledger, indent=1))
+  _write(os.path.join(workdir, label_sources.LEDGER), json.dumps(ledger, indent=1))
   os.remove(os.path.join(workdir, 'queries', 'cycle_001.csv'))
   assert 'No labels have arrived for the query of cycle 1' in query.query(
       make_folder_config(images), workdir)

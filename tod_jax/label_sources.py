@@ -18,10 +18,10 @@ import csv
 import io
 import json
 import os
-from typing import Optional
 
 import numpy as np
 
+from tod_jax.errors import ConfigError, DataError, UserError
 from tod_jax import checkpointing
 from tod_jax.input_pipeline import Dataset
 
@@ -30,13 +30,13 @@ QUERIES = 'queries'
 MODES = ('oracle', 'ledger')
 
 
-class LabelImportError(ValueError):
+class LabelImportError(UserError, ValueError):
   """A labels file cannot be imported; nothing was recorded."""
 
 
 def check_mode(mode: str) -> None:
   if mode not in MODES:
-    raise ValueError(f'Unknown labels source {mode!r}; set --config.labels to one of {MODES}.')
+    raise ConfigError(f'Unknown labels source {mode!r}; set --config.labels to one of {MODES}.')
 
 
 def query_csv_path(workdir: str, cycle: int) -> str:
@@ -48,7 +48,7 @@ class Oracle:
 
   def __init__(self, dataset: Dataset):
     if (dataset.train_labels < 0).any():
-      raise ValueError(
+      raise DataError(
           f'Dataset {dataset.name!r} has {int((dataset.train_labels < 0).sum())} pool samples '
           'without labels, so no oracle can label them; set --config.labels=ledger and label '
           'queries with `python -m tod_jax.query` / `python -m tod_jax.label`.')
@@ -80,7 +80,7 @@ class Ledger:
     if os.path.exists(self.path):
       data = read_ledger(workdir)
       if data['pool'] != ids or data['classes'] != classes:
-        raise ValueError(
+        raise DataError(
             f'The dataset changed since this run started ({len(data["pool"])} pool samples and '
             f'classes {data["classes"]} then, {len(ids)} and {classes} now); restore the '
             'folder as it was, or start a new --workdir.')
@@ -90,7 +90,7 @@ class Ledger:
               'labels': {ids[i]: {'label': classes[dataset.train_labels[i]], 'cycle': 0}
                          for i in known}}
       if len(known) == dataset.pool_size:
-        raise ValueError(f'Every pool sample of {dataset.name!r} is labeled; a person has '
+        raise DataError(f'Every pool sample of {dataset.name!r} is labeled; a person has '
                          'nothing to label. Use --config.labels=oracle for a benchmark.')
       os.makedirs(workdir, exist_ok=True)
       checkpointing.write_atomic(self.path, json.dumps(data, indent=1))
@@ -126,12 +126,15 @@ class Ledger:
     path = query_csv_path(self.workdir, cycle)
     if not os.path.exists(path):
       scores = meta.get('query_scores') or [None] * len(queried)
+      # 'lowest': the query took the lowest scores (a cod query in cycle 1, strategies/cod.py).
+      order = meta.get('query_order', 'highest') if meta.get('query_scores') else ''
       out = io.StringIO()
       writer = csv.writer(out, lineterminator='\n')
-      writer.writerow(['rank', 'sample_id', 'path', 'score'])
+      writer.writerow(['rank', 'sample_id', 'path', 'score', 'taken'])
       for rank, (sample_id, score) in enumerate(zip(queried, scores), 1):
         file_path = os.path.join(self._dataset.root, sample_id) if self._dataset.root else ''
-        writer.writerow([rank, sample_id, file_path, '' if score is None else f'{score:.6g}'])
+        writer.writerow([rank, sample_id, file_path, '' if score is None else f'{score:.6g}',
+                         order])
       os.makedirs(os.path.dirname(path), exist_ok=True)
       checkpointing.write_atomic(path, out.getvalue())
 

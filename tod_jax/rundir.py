@@ -1,0 +1,162 @@
+"""The run directory: its files and the checkpoint form of the cycle state.
+
+  WORKDIR/config.json          the run's config (checked on resume)
+  WORKDIR/metrics.jsonl        one line per completed cycle
+  WORKDIR/checkpoints/<c>/     Orbax: the CycleState after cycle c (+ its snapshots)
+  WORKDIR/tensorboard/         TensorBoard events
+
+Every command that reads a run (driver, analyze, query, compare, benchmarks) goes
+through this module. Only process 0 writes files (multi-host runs).
+"""
+
+import json
+import os
+from typing import Any, Optional
+
+import jax
+import ml_collections
+import numpy as np
+
+from tod_jax import checkpointing
+from tod_jax.cycle import CycleRecord, CycleState, Experiment
+from tod_jax.errors import ConfigError, MissingFileError
+
+CONFIG, METRICS = 'config.json', 'metrics.jsonl'
+# Config fields that may change when a run is resumed.
+RESUMABLE_CHANGES = frozenset(
+    {'num_cycles', 'progress_bar', 'tensorboard', 'score_chunk_size', 'data_dir',
+     'data_on_device', 'device_data_max_bytes', 'distributed', 'coordinator_address',
+     'num_processes', 'process_id', 'num_cpu_devices'})
+# Config fields added after runs were saved: a config.json without one had this value.
+ADDED_FIELDS = {'label_noise': 0.0, 'label_noise_seed': 0, 'snapshot_intervals': '',
+                'compute_dtype': 'float32', 'tod_loss_form': 'paper', 'cod_interval': 'cycle'}
+# Fields renamed since: old name -> new name.
+RENAMED_FIELDS = {'extra_baselines': 'snapshot_intervals', 'loss_baseline': 'loss_teacher'}
+
+
+class ConfigMismatchError(ConfigError):
+  """The workdir holds a run made with another config."""
+
+
+def is_writer() -> bool:
+  """Only process 0 writes config.json, metrics.jsonl, TensorBoard and label files."""
+  return jax.process_index() == 0
+
+
+def check_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Writes workdir/config.json, or checks that a resumed run has the same config."""
+  path = os.path.join(workdir, CONFIG)
+  current = json.loads(config.to_json())
+  if os.path.exists(path):
+    saved = _saved_fields(path)
+    diffs = sorted(k for k in set(saved) | set(current)
+                   if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
+    if diffs:
+      detail = ', '.join(f'{k}: {saved.get(k)!r} there, {current.get(k)!r} now' for k in diffs)
+      raise ConfigMismatchError(
+          f'{workdir} holds a run with another config ({detail}); use a new --workdir, or '
+          'the same config to resume it.')
+  if is_writer():
+    checkpointing.write_atomic(path, json.dumps(current, indent=2, sort_keys=True))
+
+
+def _saved_fields(path: str) -> dict:
+  """A saved config.json's fields under today's names, with ADDED_FIELDS filled in."""
+  with open(path) as f:
+    saved = json.load(f)
+  saved = {RENAMED_FIELDS.get(k, k): v for k, v in saved.items()}
+  return {**ADDED_FIELDS, **saved}
+
+
+def saved_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run in `workdir` was started with (workdir/config.json)."""
+  path = os.path.join(workdir, CONFIG)
+  if not os.path.exists(path):
+    raise MissingFileError(f'{path} does not exist: {workdir} holds no tod_jax run; pass the '
+                    '--workdir of a run started with python -m tod_jax.main.')
+  return ml_collections.ConfigDict(_saved_fields(path))
+
+
+def write_metrics(workdir: str, records) -> None:
+  """metrics.jsonl, one line per completed cycle, rewritten from the checkpointed records."""
+  if is_writer():
+    checkpointing.write_atomic(os.path.join(workdir, METRICS),
+                               ''.join(json.dumps(r) + '\n' for r in records))
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  path = os.path.join(workdir, METRICS)
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f]
+
+
+def _tree(state: CycleState, snapshots: Optional[dict]) -> dict:
+  """The arrays of a checkpoint (file format: names kept from earlier versions)."""
+  ema = state.ema_variables or state.variables
+  tree = {'params': state.variables['params'], 'batch_stats': state.variables['batch_stats'],
+          'ema_params': ema['params'], 'ema_batch_stats': ema['batch_stats'],
+          'step': np.asarray(state.step, np.int32), 'rng': jax.random.key_data(state.key)}
+  if state.loss_head is not None:
+    tree['loss_head_params'] = state.loss_head
+  if snapshots:
+    tree['extra_baselines'] = snapshots
+  return tree
+
+
+def meta(state: CycleState, record: CycleRecord) -> dict:
+  """The JSON part of cycle state.cycle's checkpoint."""
+  scores = record.query_scores
+  out = {'cycle': state.cycle, 'labeled': checkpointing.indices_to_json(state.labeled),
+         'queried': checkpointing.indices_to_json(record.queried),
+         'query_scores': None if scores is None else [float(x) for x in scores],
+         'query_order': record.query_order, 'records': list(state.records)}
+  if record.snapshot_steps_back:
+    out['extra_baselines_steps_back'] = record.snapshot_steps_back
+  return out
+
+
+def save(checkpointer: checkpointing.Checkpointer, state: CycleState,
+         record: CycleRecord) -> dict:
+  """Saves the state after cycle state.cycle (every process); returns its JSON part."""
+  info = meta(state, record)
+  checkpointer.save(state.cycle, _tree(state, record.snapshots), info, state.strategy_state)
+  return info
+
+
+def restore(checkpointer: checkpointing.Checkpointer, cycle: int,
+            experiment: Experiment) -> tuple[CycleState, dict, dict]:
+  """(the state after cycle `cycle`, its JSON part, its snapshots {spec: variables})."""
+  abstract = CycleState(cycle, np.zeros(0, np.int64), experiment.init_variables, None,
+                        experiment.init_loss_head, 0,
+                        jax.random.PRNGKey(experiment.config.seed), {}, ())
+  snapshots = {spec: experiment.init_variables for spec in experiment.snapshot_intervals}
+  tree, info, strategy_state = checkpointer.restore(cycle, _tree(abstract, snapshots))
+  state = CycleState(
+      cycle, np.asarray(info['labeled'], np.int64),
+      {'params': tree['params'], 'batch_stats': tree['batch_stats']},
+      {'params': tree['ema_params'], 'batch_stats': tree['ema_batch_stats']},
+      tree.get('loss_head_params'), int(tree['step']), jax.random.wrap_key_data(tree['rng']),
+      strategy_state, tuple(info['records']))
+  return state, info, dict(tree.get('extra_baselines', {}))
+
+
+def final_labeled(workdir: str) -> Optional[np.ndarray]:
+  """The labeled set stored by the latest checkpoint in `workdir`, or None."""
+  checkpointer = checkpointing.Checkpointer(workdir)
+  try:
+    last = checkpointer.latest_cycle()
+    if last is None:
+      return None
+    return np.asarray(checkpointer.restore_meta(last)['labeled'], np.int64)
+  finally:
+    checkpointer.close()
+
+
+def tensorboard_writer(workdir: str, config: ml_collections.ConfigDict) -> Any:
+  """A tensorboardX SummaryWriter under workdir/tensorboard on process 0, else None."""
+  if not (config.tensorboard and is_writer()):
+    return None
+  import tensorboardX  # pylint: disable=import-outside-toplevel
+  return tensorboardX.SummaryWriter(os.path.join(workdir, 'tensorboard'))
