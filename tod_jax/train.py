@@ -3,7 +3,7 @@
 import dataclasses
 import functools
 import math
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import chex
 import jax
@@ -290,6 +290,48 @@ def steps_per_epoch(num_labeled: int, batch_size: int) -> int:
   return max(1, math.ceil(num_labeled / batch_size))
 
 
+def epoch_indices(np_rng: np.random.Generator, labeled: np.ndarray, unlabeled: np.ndarray,
+                  config: ml_collections.ConfigDict) -> tuple[np.ndarray, list]:
+  """One epoch's batches as pool indices: (labeled [steps, batch], unlabeled per step).
+
+  The labeled set is shuffled and the last batch topped up from the start of the
+  shuffle, so every batch has config.batch_size samples; each step also draws
+  config.unlabeled_batch_size unlabeled samples (None without the TOD loss).
+  """
+  n_steps = steps_per_epoch(len(labeled), config.batch_size)
+  order = np.resize(np_rng.permutation(labeled), n_steps * config.batch_size)
+  order = order.reshape(n_steps, config.batch_size).astype(np.int32)
+  if not config.semi:
+    return order, [None] * n_steps
+  unl = np_rng.choice(unlabeled, size=(n_steps, config.unlabeled_batch_size),
+                      replace=len(unlabeled) < n_steps * config.unlabeled_batch_size)
+  return order, list(unl.astype(np.int32))
+
+
+def _device_batches(dataset: Dataset, pool: Optional[dict], order: np.ndarray, unl: list,
+                    sharded: NamedSharding) -> Iterator[tuple]:
+  """The step's batch arguments: indices into the device-resident `pool`, or streamed images."""
+  if pool is not None:
+    return ((pool, *indices) for indices in
+            input_pipeline.prefetch_to_device(zip(order, unl), sharded))
+  return input_pipeline.prefetch_to_device(
+      (({'image': dataset.train_images[o], 'label': dataset.train_labels[o]},
+        {} if u is None else {'image': dataset.train_images[u]}) for o, u in zip(order, unl)),
+      sharded)
+
+
+def _epoch_summary(history: list[dict], cycle: int, epoch: int) -> dict:
+  """Mean metrics of an epoch's steps; raises NonFiniteLossError if any is not finite."""
+  metrics = {k: float(v) for k, v in jax.tree.map(
+      lambda *m: jnp.mean(jnp.stack(m)), *history).items()}
+  if not all(math.isfinite(v) for v in metrics.values()):
+    raise NonFiniteLossError(
+        f'Loss is not finite at cycle {cycle}, epoch {epoch + 1} ({metrics}); lower '
+        '--config.learning_rate or --config.tod_weight. The last completed cycle\'s '
+        'checkpoint and labeled set are untouched.')
+  return metrics
+
+
 def train_cycle(state: TrainState, dataset: Dataset, labeled: np.ndarray,
                 unlabeled: np.ndarray, config: ml_collections.ConfigDict,
                 np_rng: np.random.Generator, key: chex.PRNGKey, *, cycle: int,
@@ -300,11 +342,10 @@ def train_cycle(state: TrainState, dataset: Dataset, labeled: np.ndarray,
 
   With a loss prediction module (LL4AL) its gradient into the model is stopped
   from epoch round(config.ll4al_detach_at * num_epochs) on (LL4AL: 120 of 200).
-  Every batch has exactly `config.batch_size` samples (the last batch of an epoch
-  is filled from the start of the epoch's permutation), so the step compiles once.
-  A pool that fits (input_pipeline.keeps_data_on_device) is put on the devices
-  once and each step receives only indices; a larger one is streamed, two batches
-  ahead. Both give the same result.
+  Every batch has exactly `config.batch_size` samples (epoch_indices), so the step
+  compiles once. A pool that fits (input_pipeline.keeps_data_on_device) is put on
+  the devices once and each step receives only indices; a larger one is streamed,
+  two batches ahead. Both give the same result.
   Raises NonFiniteLossError (the state passed in is then unusable: it was donated)
   as soon as an epoch's loss is not finite. `on_step(state, steps_done)`, if
   given, runs after every step (steps counted from 1 in this call); it must copy
@@ -315,46 +356,25 @@ def train_cycle(state: TrainState, dataset: Dataset, labeled: np.ndarray,
   step_fn = make_train_step(config, dataset, mesh, indexed=on_device)
   replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
   state, key = put(state, replicated), put(key, replicated)
-  if on_device:
-    pool = put({'image': dataset.train_images, 'label': dataset.train_labels}, replicated)
-  n_steps = steps_per_epoch(len(labeled), config.batch_size)
+  pool = (put({'image': dataset.train_images, 'label': dataset.train_labels}, replicated)
+          if on_device else None)
   bar = tqdm.trange(config.num_epochs, desc=f'cycle {cycle} ({len(labeled)} labeled)',
                     disable=not config.progress_bar, leave=False, dynamic_ncols=True)
-  epoch_metrics = {}
+  epoch_metrics, done = {}, 0
   detach_from = round(config.ll4al_detach_at * config.num_epochs)
   for epoch in bar:
     detach = state.loss_head_params is not None and epoch >= detach_from
-    order = np.resize(np_rng.permutation(labeled), n_steps * config.batch_size)
-    order = order.reshape(n_steps, config.batch_size).astype(np.int32)
-    unl = [None] * n_steps
-    if config.semi:
-      unl = np_rng.choice(unlabeled, size=(n_steps, config.unlabeled_batch_size),
-                          replace=len(unlabeled) < n_steps * config.unlabeled_batch_size
-                          ).astype(np.int32)
-    if on_device:
-      batches = ((pool, *indices) for indices in
-                 input_pipeline.prefetch_to_device(zip(order, unl), sharded))
-    else:
-      batches = input_pipeline.prefetch_to_device(
-          (({'image': dataset.train_images[o], 'label': dataset.train_labels[o]},
-            {} if u is None else {'image': dataset.train_images[u]}) for o, u in zip(order, unl)),
-          sharded)
+    order, unl = epoch_indices(np_rng, labeled, unlabeled, config)
     history = []
-    for i, batch in enumerate(batches):
+    for batch in _device_batches(dataset, pool, order, unl, sharded):
       state, metrics = step_fn(state, *batch, key, detach_loss_head=detach)
       history.append(metrics)
+      done += 1
       if on_step is not None:
-        on_step(state, epoch * n_steps + i + 1)
-    epoch_metrics = {k: float(v) for k, v in jax.tree.map(
-        lambda *m: jnp.mean(jnp.stack(m)), *history).items()}
-    if not all(math.isfinite(v) for v in epoch_metrics.values()):
-      raise NonFiniteLossError(
-          f'Loss is not finite at cycle {cycle}, epoch {epoch + 1} ({epoch_metrics}); lower '
-          '--config.learning_rate or --config.tod_weight. The last completed cycle\'s '
-          'checkpoint and labeled set are untouched.')
+        on_step(state, done)
+    epoch_metrics = _epoch_summary(history, cycle, epoch)
     bar.set_postfix(loss=f"{epoch_metrics['loss']:.4f}", acc=f"{epoch_metrics['accuracy']:.3f}")
     if writer is not None:
-      global_step = int(state.step)
       for name, value in epoch_metrics.items():
-        writer.add_scalar(f'train/{name}', value, global_step)
+        writer.add_scalar(f'train/{name}', value, int(state.step))
   return state, epoch_metrics
