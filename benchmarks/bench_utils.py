@@ -46,17 +46,20 @@ def emit(record: dict) -> dict:
   return line
 
 
-def config_flag_values(default_config: str) -> flags.FlagValues:
+def config_flag_values(default_config: str,
+                       argv: Optional[list] = None) -> flags.FlagValues:
   """Fresh flags with `--config` (a configs/*.py file, overridable with --config.<field>=...).
 
   Fresh FlagValues rather than absl's global FLAGS, so a script's main(argv) can run
   more than once in one process (the tests call it directly). Parse with fv([name, *argv]).
   """
   fv = flags.FlagValues()
+  # config_flags defines a --config.<field> flag for each one in the command line it is
+  # given (sys.argv unless `argv`, the arguments after the program name, is passed).
   config_flags.DEFINE_config_file(
       'config', os.path.join(ROOT, 'configs', default_config),
       'Run config; override fields with --config.<field>=value.', flag_values=fv,
-      lock_config=False)
+      lock_config=False, sys_argv=None if argv is None else [sys.argv[0], *argv])
   return fv
 
 

@@ -45,7 +45,7 @@ CIFAR10_POOL, CIFAR10_TEST = 50_000, 10_000
 
 
 def parse_flags(argv):
-  fv = bench_utils.config_flag_values('digits.py')
+  fv = bench_utils.config_flag_values('digits.py', argv)
   flags.DEFINE_integer('cycles', 2, 'Cycles to run (0: config.num_cycles).', flag_values=fv)
   flags.DEFINE_integer('synthetic_cifar', 0, 'Use this many synthetic 32x32x3 images (and a '
                        'fifth as many test images) instead of config.dataset.', flag_values=fv)

@@ -37,7 +37,7 @@ from tod_jax.train_state import create_optimizer, create_train_state, init_varia
 
 def parse_flags(argv, name):
   """Parses `argv` into fresh FlagValues (so main() can run more than once in a process)."""
-  fv = bench_utils.config_flag_values('cifar10.py')
+  fv = bench_utils.config_flag_values('cifar10.py', argv)
   flags.DEFINE_integer('batch', 128, 'Labeled and unlabeled batch size (each).', flag_values=fv)
   flags.DEFINE_integer('steps', 10, 'Timed steps per implementation.', flag_values=fv)
   flags.DEFINE_enum('model', 'resnet18', ['resnet18', 'small_cnn'], 'Network.', flag_values=fv)

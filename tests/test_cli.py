@@ -20,8 +20,11 @@ def _cases(tmp):
   """(id, argv, expected text in the error line) for each user error, each command."""
   other_run = os.path.join(tmp, 'other_run')
   os.makedirs(other_run)
+  from configs import digits  # pylint: disable=import-outside-toplevel
+  other = digits.get_config()
+  other.learning_rate = 0.5
   with open(os.path.join(other_run, 'config.json'), 'w') as f:
-    json.dump({'learning_rate': 0.5}, f)
+    f.write(other.to_json())
   run = lambda *a: _command('main', f'--config={DIGITS}', f'--workdir={tmp}/run', *a)
   empty = os.path.join(tmp, 'empty')
   return [

@@ -99,6 +99,7 @@ class Scorer:
     self._discrepancy = PoolMapper(lambda _, pair: tod.output_discrepancy(*pair), chunk_size,
                                    self.mesh)
     self._output_shapes = {}
+    self.chunk_size = self._logits.chunk_size  # Pool samples per call (a device multiple).
 
   def logits(self, variables: chex.ArrayTree, images: np.ndarray,
              indices: Optional[np.ndarray] = None) -> np.ndarray:
