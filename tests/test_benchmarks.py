@@ -158,3 +158,66 @@ def test_cycle_benchmark_times_the_drivers_cycle_for_ll4al_with_the_cyclic_teach
     phases = [c[f'{p}_seconds'] for p in ('train', 'evaluate', 'score', 'select', 'checkpoint')]
     assert min(phases) >= 0 and c['total_seconds'] == pytest.approx(sum(phases))
     assert 0 < c['train_first_step_seconds'] < c['train_seconds']
+
+
+PARITY = os.path.join(ROOT, 'benchmarks', 'reference_parity.py')
+
+
+def _run_parity(*args, env=None):
+  """Runs reference_parity.py in its own process (it stubs torchvision and patches torch);
+  returns its JSON lines."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  result = subprocess.run([sys.executable, PARITY, *args], capture_output=True, text=True,
+                          timeout=900, env=env)
+  assert result.returncode == 0, result.stdout + result.stderr
+  return [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{')]
+
+
+def test_reference_parity_smoke():
+  reference_dir = os.environ.get('TOD_REFERENCE_DIR', '')
+  if not HAVE_TORCH or not os.path.isfile(os.path.join(reference_dir, 'main_TOD.py')):
+    pytest.skip('needs torch and TOD_REFERENCE_DIR pointing at a checkout of siyuhuang/TOD')
+  lines = _run_parity(f'--reference_dir={reference_dir}', '--seeds=0', '--num_cycles=2',
+                      '--num_epochs=1')
+  cycles = [line for line in lines if 'cycle' in line and 'summary' not in line]
+  impls, strategies = ('reference', 'tod_jax'), ('cod', 'random')
+  assert sorted((c['impl'], c['strategy'], c['cycle']) for c in cycles) == [
+      (i, s, c) for i in impls for s in strategies for c in (1, 2)]
+  for c in cycles:
+    assert 0 <= c['test_accuracy'] <= 100 and c['seed'] == 0
+    assert c['num_labeled'] == {1: 144, 2: 216}[c['cycle']]  # 10% of 1,437, then +72.
+    assert c['train_seconds'] > 0 and c['score_seconds'] >= 0
+  runs = [line for line in lines if 'wall_seconds' in line]
+  assert sorted((r['impl'], r['strategy']) for r in runs) == [
+      (i, s) for i in impls for s in strategies]
+  summaries = {}
+  for line in lines:
+    if 'summary' in line:
+      summaries.setdefault(line['summary'], []).append(line)
+  accuracy = summaries['test_accuracy_per_cycle']
+  assert sorted((a['impl'], a['strategy']) for a in accuracy) == [
+      (i, s) for i in impls for s in strategies]
+  for a in accuracy:
+    assert a['cycles'] == [1, 2] and a['std_test_accuracy'] == [None, None]  # One seed.
+    assert a['mean_test_accuracy'] == [c['test_accuracy'] for c in cycles
+                                       if (c['impl'], c['strategy']) == (a['impl'], a['strategy'])]
+  gaps = {g['impl']: g['gap'] for g in summaries['cod_minus_random']}
+  assert sorted(gaps) == list(impls)
+  for g in summaries['cod_minus_random']:
+    late = {c['strategy']: c['test_accuracy'] for c in cycles
+            if c['impl'] == g['impl'] and c['cycle'] == 2}
+    assert g['gap'] == pytest.approx(late['cod'] - late['random'])
+  if gaps['reference'] != 0:
+    ratio, = summaries['gap_ratio']
+    assert ratio['ratio'] == pytest.approx(gaps['tod_jax'] / gaps['reference'])
+  walls = {w['impl']: w['mean_wall_seconds'] for w in summaries['wall']}
+  speed, = summaries['speed_ratio']
+  assert (speed['numerator'], speed['denominator']) == ('reference', 'tod_jax')
+  assert speed['ratio'] == pytest.approx(walls['reference'] / walls['tod_jax'])
+
+
+def test_reference_parity_skips_without_checkout(tmp_path):
+  env = {k: v for k, v in os.environ.items() if k != 'TOD_REFERENCE_DIR'}
+  lines = _run_parity(f'--reference_dir={tmp_path}', env=env)
+  assert len(lines) == 1 and lines[0]['impl'] == 'reference'
+  assert 'main_TOD.py' in lines[0]['skipped'] and 'siyuhuang/TOD' in lines[0]['skipped']
