@@ -80,7 +80,8 @@ from absl import flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_utils  # noqa: E402  pylint: disable=g-import-not-at-top
-from tod_jax import cycle, driver, input_pipeline  # noqa: E402
+from tod_jax import driver, input_pipeline  # noqa: E402
+from tod_jax import cycle as cycle_lib  # noqa: E402
 
 IMPLS, STRATEGIES = ('tod_jax', 'reference'), ('cod', 'random')
 SAMPLING = {'cod': 'TOD', 'random': 'RANDOM'}
@@ -306,7 +307,7 @@ def run_reference(ref, torch, config: Any, data: dict, strategy: str, seed: int
   ref.AUXILIARY, ref.SAMPLING = ('TOD' if config.semi else 'NONE'), SAMPLING[strategy]
   ref.WEIGHT, ref.DATASET, ref.iters = config.tod_weight, 'digits', 0
   pool = len(data['unlabeled'])
-  initial, budget = cycle.plan_sizes(config, pool)
+  initial, budget = cycle_lib.plan_sizes(config, pool)
   labeled = np.sort(np.random.default_rng(seed).choice(pool, initial, replace=False))
   channels = data['unlabeled'].images.shape[1]
   models = reference_models(torch, len(set(data['test'].labels)), channels)
