@@ -1,4 +1,5 @@
-"""Run with 8 fake CPU devices (conftest.eight_device_output): sharded scoring == single device,
+"""Run with 8 fake CPU devices (conftest.eight_device_output): sharded scoring (COD, logits,
+accuracy; segmentation COD, confusion, per-pixel entropy) == single device,
 then multidevice_train_check: data-parallel training == one device. One process for both.
 
 Exits non-zero with a message if any check fails.
@@ -7,7 +8,7 @@ Exits non-zero with a message if any check fails.
 import jax
 import numpy as np
 
-from tod_jax import input_pipeline, models, scoring
+from tod_jax import input_pipeline, models, scoring, uncertainty
 from tod_jax.sharded_map import make_mesh
 from tod_jax.train_state import init_variables
 
@@ -46,6 +47,10 @@ def main():
   np.testing.assert_array_equal(
       seg_sharded.confusion(sa, seg.test_images, seg.test_labels, 5, 255),
       seg_single.confusion(sa, seg.test_images, seg.test_labels, 5, 255))
+  # Per-pixel entropy, averaged per image inside the sharded function (21: a padded chunk).
+  np.testing.assert_allclose(
+      seg_sharded.uncertainty(sa, uncertainty.entropy, seg.train_images),
+      seg_single.uncertainty(sa, uncertainty.entropy, seg.train_images), rtol=1e-5, atol=1e-6)
   print('sharded == single: OK')
   import multidevice_train_check  # pylint: disable=import-outside-toplevel
   multidevice_train_check.check_training(devices)

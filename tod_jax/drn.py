@@ -12,11 +12,12 @@ interpolation without the frozen weights).
 Same conventions as `models.py`: NHWC float input, BatchNorm statistics in
 'batch_stats', float32 logits `[batch, H, W, classes]`, the globally pooled
 last-level features `[batch, channels]` sown as 'features' and each level's
-output as 'stage1'..'stage8' in 'intermediates'.
+output as 'stage1'..'stage8' in 'intermediates', and `dropout=True` to turn
+dropout (before the 1x1 classifier) on at inference for MC dropout.
 """
 
 import functools
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -69,7 +70,8 @@ class DRNSeg(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, dropout: Optional[bool] = None):
+    """Logits [B, H, W, classes]; `dropout` (default: `train`) as in models.SmallCNN."""
     height, width = x.shape[1:3]
     # He initialisation over fan-out, normal(0, sqrt(2 / (k * k * out))), as in the reference.
     conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
@@ -87,7 +89,9 @@ class DRNSeg(nn.Module):
           x = nn.relu(norm()(_conv(conv, filters, 3, unit_stride, dilation)(x)))
       self.sow('intermediates', f'stage{level + 1}', x)
     self.sow('intermediates', 'features', jnp.mean(x, axis=(1, 2)))
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    # dropout=True with train=False: MC dropout, BatchNorm keeps its running statistics.
+    dropout_on = train if dropout is None else dropout
+    x = nn.Dropout(self.dropout_rate, deterministic=not dropout_on)(x)
     x = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype)(x).astype(jnp.float32)
     return jax.image.resize(x, (x.shape[0], height, width, self.num_classes), 'bilinear')
 

@@ -2,6 +2,8 @@
 
 Works unchanged for dense outputs: segmentation logits are `[N, H, W, classes]`
 and COD is one score per image (Eq. 5 over all its pixels and classes).
+Uncertainty measures run per pixel and are averaged over the image's pixels
+inside the mapped function, so full-resolution outputs never leave the device.
 """
 
 import functools
@@ -14,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from tod_jax import input_pipeline, loss_prediction, metrics, tod
+from tod_jax import input_pipeline, loss_prediction, metrics, tod, uncertainty
 from tod_jax.sharded_map import PoolMapper, make_mesh
 
 
@@ -24,8 +26,11 @@ def _logits(apply_fn, mean, std, variables, images):
 
 def _outputs(apply_fn, mean, std, output, variables, images):
   return tod.model_output(_logits(apply_fn, mean, std, variables, images), output)
+
+
 def _uncertainty(apply_fn, mean, std, measure, variables, images):
-  return measure(jax.nn.softmax(_logits(apply_fn, mean, std, variables, images), axis=-1))
+  probs = jax.nn.softmax(_logits(apply_fn, mean, std, variables, images), axis=-1)
+  return uncertainty.image_mean(measure(probs))  # Segmentation: per pixel, then the image mean.
 
 
 def _intermediates(apply_fn, mean, std, variables, images):
@@ -50,11 +55,13 @@ def _mc_probabilities(apply_fn, mean, std, num_samples, variables_and_rng, image
   x = input_pipeline.normalize(images, mean, std)
   one_pass = lambda key: jax.nn.softmax(
       apply_fn(variables, x, train=False, dropout=True, rngs={'dropout': key}), axis=-1)
-  return jnp.swapaxes(jax.vmap(one_pass)(jax.random.split(rng, num_samples)), 0, 1)
+  # [T, B, (H, W,) K] -> [B, (H, W,) T, K]: measures over [..., T, K] then work per pixel.
+  return jnp.moveaxis(jax.vmap(one_pass)(jax.random.split(rng, num_samples)), 0, -2)
 
 
 def _mc_uncertainty(apply_fn, mean, std, num_samples, measure, variables_and_rng, images):
-  return measure(_mc_probabilities(apply_fn, mean, std, num_samples, variables_and_rng, images))
+  return uncertainty.image_mean(
+      measure(_mc_probabilities(apply_fn, mean, std, num_samples, variables_and_rng, images)))
 
 
 def _cod(apply_fn, mean, std, output, variables_pair, images):
@@ -130,7 +137,11 @@ class Scorer:
 
   def uncertainty(self, variables: chex.ArrayTree, measure: Callable[[chex.Array], chex.Array],
                   images: np.ndarray, indices: Optional[np.ndarray] = None) -> np.ndarray:
-    """`measure`(softmax(logits)) per index (tod_jax.uncertainty), on the devices: [n] float32."""
+    """`measure`(softmax(logits)) per index (tod_jax.uncertainty), on the devices: [n] float32.
+
+    Segmentation: `measure` per pixel, then the mean over all the image's pixels
+    (`uncertainty.image_mean`; pool labels are unknown, so no pixel is ignored).
+    """
     return self._uncertainty(measure)(variables, images, indices)
 
   def features(self, variables: chex.ArrayTree, images: np.ndarray,
@@ -147,7 +158,9 @@ class Scorer:
                        images: np.ndarray, indices: Optional[np.ndarray] = None) -> np.ndarray:
     """Softmax of `num_samples` passes with dropout on and BatchNorm in inference mode.
 
-    Returns [len(indices), num_samples, classes]. Every chunk reuses `rng`, so a
+    Returns [len(indices), num_samples, classes] (segmentation: [len(indices), H, W,
+    num_samples, classes]: the passes next to the classes, per pixel; for small pools
+    only, as it brings every pixel to the host). Every chunk reuses `rng`, so a
     sample's dropout masks depend on its position in its chunk; the passes of
     one sample are independent, which is what MC dropout needs.
     """
@@ -156,7 +169,11 @@ class Scorer:
   def mc_uncertainty(self, variables: chex.ArrayTree, rng: chex.PRNGKey, num_samples: int,
                      measure: Callable[[chex.Array], chex.Array], images: np.ndarray,
                      indices: Optional[np.ndarray] = None) -> np.ndarray:
-    """`measure`(mc_probabilities [n, T, K]) per index, on the devices: [n] float32."""
+    """`measure`(mc_probabilities [n, (H, W,) T, K]) per index, on the devices: [n] float32.
+
+    Segmentation: `measure` per pixel, then the mean over all the image's pixels.
+    The T passes of a chunk are held at once: T x chunk x H x W x K floats.
+    """
     return self._mc_uncertainty(num_samples, measure)((variables, rng), images, indices)
 
   def accuracy(self, variables: chex.ArrayTree, images: np.ndarray, labels: np.ndarray) -> float:

@@ -74,6 +74,13 @@ def lr_decay_step(config: ml_collections.ConfigDict, num_steps: int) -> int:
   return int(config.lr_decay_at * num_steps)
 
 
+@functools.lru_cache(maxsize=16)
+def _jitted_init(model: nn.Module):
+  """One jitted `model.init` per model: a fresh `jax.jit(model.init)` misses jax's cache (a new
+  bound method each time) and recompiles, about 15 s for drn_tiny on a busy 2-core CPU."""
+  return jax.jit(model.init, static_argnames='train')
+
+
 def init_variables(model: nn.Module, rng: chex.PRNGKey, image_shape: tuple[int, ...],
                    consistency_head: bool = False) -> dict:
   """Initial {'params', 'batch_stats'} for one input of `image_shape` (H, W, C).
@@ -82,7 +89,7 @@ def init_variables(model: nn.Module, rng: chex.PRNGKey, image_shape: tuple[int, 
   consistency head, a Dense layer on the model's sown 'features'.
   """
   x = jnp.zeros((1, *image_shape), jnp.float32)
-  variables = jax.jit(model.init, static_argnames='train')(rng, x, train=False)
+  variables = _jitted_init(model)(rng, x, train=False)
   params = variables['params']
   if consistency_head:
     logits, sown = model.apply(variables, x, train=False, mutable=['intermediates'])

@@ -1,7 +1,9 @@
 """Uncertainty measures of predicted class probabilities; larger = more uncertain.
 
 All functions are pure: probabilities `[..., classes]` (rows sum to 1) in,
-one score per sample `[...]` out.
+one score per row `[...]` out: per sample for classification `[N, K]`, per
+pixel for segmentation `[N, H, W, K]`; `image_mean` then gives one score per
+image.
 """
 
 import chex
@@ -39,11 +41,24 @@ def bald(mc_probs: chex.Array) -> chex.Array:
   """BALD mutual information H[mean_t p_t] - mean_t H[p_t] (Houlsby et al. 2011).
 
   Args:
-    mc_probs: [..., T, K] probabilities of T stochastic forward passes.
+    mc_probs: [..., T, K] probabilities of T stochastic forward passes (segmentation:
+      [N, H, W, T, K], so the mean over passes is taken per pixel).
   Returns:
     [...] nonnegative scores; 0 when all T passes agree (a deterministic model).
   """
-  chex.assert_rank(mc_probs, {2, 3})
+  chex.assert_rank(mc_probs, {2, 3, 4, 5})
   mc_probs = jnp.asarray(mc_probs, jnp.float32)
   mi = entropy(jnp.mean(mc_probs, axis=-2)) - jnp.mean(entropy(mc_probs), axis=-1)
   return jnp.maximum(mi, 0.0)  # Rounding can make an exact 0 slightly negative.
+
+
+def image_mean(scores: chex.Array) -> chex.Array:
+  """One score per sample: the mean over every axis after the first. [N, ...] -> [N].
+
+  Classification scores [N] come back unchanged. Per-pixel scores [N, H, W] are
+  averaged over ALL pixels of the image: a query's pool has no labels, so the
+  pixels a mask would ignore (e.g. Cityscapes' void, the synthetic outlines)
+  cannot be left out and count like the others.
+  """
+  scores = jnp.asarray(scores, jnp.float32)
+  return jnp.mean(scores, axis=tuple(range(1, scores.ndim)))

@@ -1,7 +1,8 @@
 """`mc_dropout` and `bald`: T dropout passes of w_c (Gal et al. 2017).
 
 `mc_dropout` queries the largest entropy of the mean prediction, `bald` the
-largest mutual information between prediction and weights.
+largest mutual information between prediction and weights. Segmentation: both
+per pixel (the mean over passes too), then averaged over all pixels of the image.
 """
 
 import functools
@@ -23,7 +24,7 @@ def check(config: ml_collections.ConfigDict) -> None:
 
 def query(measure: Callable, ctx: 'strategies.QueryContext',
           budget: int) -> 'strategies.QueryResult':
-  """Top-b candidates by `measure`([n, T, K] MC probabilities)."""
+  """Top-b candidates by `measure`([n, (H, W,) T, K] MC probabilities), one score per image."""
   rng = jax.random.PRNGKey(int(ctx.rng.integers(2**31)))
   scores = ctx.scorer.mc_uncertainty(ctx.state.variables, rng, ctx.config.mc_samples, measure,
                                      ctx.dataset.train_images, ctx.query_pool)
@@ -31,7 +32,7 @@ def query(measure: Callable, ctx: 'strategies.QueryContext',
 
 
 def mean_entropy(mc_probs):
-  """Entropy of the mean of T passes. [n, T, K] -> [n]."""
+  """Entropy of the mean of T passes. [..., T, K] -> [...]."""
   return uncertainty.entropy(mc_probs.mean(axis=-2))
 
 

@@ -1,4 +1,8 @@
-"""`entropy`, `margin`, `least_confidence`: the most uncertain softmax predictions of w_c."""
+"""`entropy`, `margin`, `least_confidence`: the most uncertain softmax predictions of w_c.
+
+Segmentation: the measure per pixel, averaged over all pixels of the image
+(Scorer.uncertainty), so an image scores its mean pixel uncertainty.
+"""
 
 import functools
 from typing import Callable
