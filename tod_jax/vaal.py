@@ -60,7 +60,7 @@ class UpConv(nn.Module):
   """nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding='SAME', use_bias=False), same
   kernel [4, 4, in, out] and outputs, computed as four 2x2 convs, one per output phase.
 
-  XLA's CPU gradient of a transposed conv (an input-dilated conv) is ~50x slower than
+  XLA's CPU gradient of a transposed conv (an input-dilated conv) is ~10x slower than
   these plain convs; on accelerators both are fast. Output (2m + a, 2n + b) sums inputs
   (m - 1 + a .. m + a) x (n - 1 + b .. n + b) weighted by kernel[a::2, b::2].
   """
