@@ -20,6 +20,9 @@ def make_tiny_config():
   config.unlabeled_batch_size = 16
   config.progress_bar = False
   config.tensorboard = False
+  # Strategy 'vaal': tiny networks and batches.
+  config.vaal_width, config.vaal_latent_size, config.vaal_discriminator_width = 4, 8, 16
+  config.vaal_batch_size = 16
   return config
 
 

@@ -69,6 +69,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.ll4al_weight = 1.0  # Weight of LL4AL's ranking loss (strategy 'll4al').
   config.ll4al_margin = 1.0  # Margin of LL4AL's ranking loss.
   config.ll4al_detach_at = 0.6  # Stop its gradient into the model after this fraction of epochs.
+  config.vaal_latent_size = 32  # VAAL's latent size (strategy 'vaal').
+  config.vaal_width = 128  # VAE's first conv channels, doubled per stage up to 8x (VAAL: 128..1024).
+  config.vaal_discriminator_width = 512  # Hidden units of its discriminator's two layers.
+  config.vaal_beta = 1.0  # beta of the VAE's KL term.
+  config.vaal_adversary_weight = 1.0  # Weight of the VAE's term for fooling the discriminator.
+  config.vaal_learning_rate = 5e-4  # Adam's learning rate for the VAE and the discriminator.
+  config.vaal_batch_size = 64  # Labeled and unlabeled images per VAAL iteration (each).
+  config.vaal_vae_steps = 2  # VAE updates per iteration (VAAL's code).
+  config.vaal_discriminator_steps = 1  # Discriminator updates per iteration (VAAL's code).
+  config.vaal_iteration_fraction = 0.25  # Iterations a cycle = this x task model's steps (VAAL: 1).
 
   # Scoring and evaluation.
   config.score_chunk_size = 1024  # Pool samples per sharded scoring call (rounded up to #devices).

@@ -98,4 +98,4 @@ def needs_loss_head(name: str) -> bool:
 
 # Registration by import.
 from tod_jax.strategies import (  # noqa: E402,F401
-    cod, coreset, emaod, ll4al, mc_dropout, random_sampling, uncertainty_sampling)
+    cod, coreset, emaod, ll4al, mc_dropout, random_sampling, uncertainty_sampling, vaal)
