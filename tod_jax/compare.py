@@ -176,6 +176,8 @@ def compare(config: ml_collections.ConfigDict, names: Sequence[str], seeds: Sequ
   """Runs everything, then writes results.csv, summary.md and learning_curves.png."""
   os.makedirs(workdir, exist_ok=True)
   rows = run_all(config, names, seeds, workdir, ablation, label_noises)
+  if not devices.is_writer():  # Multi-host: every process ran every run; process 0 writes.
+    return rows
   write_csv(rows, os.path.join(workdir, 'results.csv'))
   with open(os.path.join(workdir, 'summary.md'), 'w') as f:
     f.write(summary_markdown(rows) + '\n' + sampling_time_markdown(rows, machine_name()))

@@ -15,7 +15,7 @@ import os
 import ml_collections
 import numpy as np
 
-from tod_jax import checkpointing
+from tod_jax import checkpointing, devices
 from tod_jax.input_pipeline import Dataset
 from tod_jax.errors import ConfigError
 
@@ -69,5 +69,6 @@ def apply(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str) -> 
             'flipped': checkpointing.indices_to_json(flipped),
             'clean_labels': checkpointing.indices_to_json(dataset.train_labels[flipped]),
             'noisy_labels': checkpointing.indices_to_json(noisy[flipped])}
-  checkpointing.write_atomic(os.path.join(workdir, RECORD), json.dumps(record))
+  if devices.is_writer():
+    checkpointing.write_atomic(os.path.join(workdir, RECORD), json.dumps(record))
   return dataclasses.replace(dataset, train_labels=noisy)

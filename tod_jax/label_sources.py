@@ -22,7 +22,7 @@ import os
 import numpy as np
 
 from tod_jax.errors import ConfigError, DataError, UserError
-from tod_jax import checkpointing
+from tod_jax import checkpointing, devices
 from tod_jax.input_pipeline import Dataset
 
 LEDGER = 'labels.json'
@@ -92,8 +92,10 @@ class Ledger:
       if len(known) == dataset.pool_size:
         raise DataError(f'Every pool sample of {dataset.name!r} is labeled; a person has '
                          'nothing to label. Use --config.labels=oracle for a benchmark.')
-      os.makedirs(workdir, exist_ok=True)
-      checkpointing.write_atomic(self.path, json.dumps(data, indent=1))
+      if devices.is_writer():
+        os.makedirs(workdir, exist_ok=True)
+        checkpointing.write_atomic(self.path, json.dumps(data, indent=1))
+    devices.barrier('tod_jax:ledger')  # Every process reads the ledger from now on.
     self.num_initial = sum(1 for e in data['labels'].values() if e['cycle'] == 0)
 
   def initial_labeled(self, size: int, seed: int) -> np.ndarray:

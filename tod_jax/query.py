@@ -42,6 +42,9 @@ def load_config(workdir: str, config: ml_collections.ConfigDict | None
 
 def query(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Runs the driver (at most one new cycle) and returns a summary for the person."""
+  if config.distributed:
+    raise ConfigError('tod_jax.query runs on one host: a person labels between its rounds, so '
+                      'there is no long run to spread over hosts; drop --config.distributed.')
   if config.labels != 'ledger':
     raise ConfigError("tod_jax.query needs --config.labels=ledger (a person labels); with the "
                       "simulated oracle run `python -m tod_jax.main`.")

@@ -17,7 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from tod_jax import checkpointing
+from tod_jax import checkpointing, devices, sharded_map
 from tod_jax.cycle import CycleRecord, CycleState, Experiment
 from tod_jax.errors import ConfigError, MissingFileError
 
@@ -26,7 +26,7 @@ CONFIG, METRICS = 'config.json', 'metrics.jsonl'
 RESUMABLE_CHANGES = frozenset(
     {'num_cycles', 'progress_bar', 'tensorboard', 'score_chunk_size', 'data_dir',
      'data_on_device', 'device_data_max_bytes', 'distributed', 'coordinator_address',
-     'num_processes', 'process_id', 'num_cpu_devices'})
+     'num_processes', 'process_id', 'num_cpu_devices', 'distributed_timeout'})
 # Config fields added after runs were saved: a config.json without one had this value.
 ADDED_FIELDS = {'label_noise': 0.0, 'label_noise_seed': 0, 'snapshot_intervals': '',
                 'compute_dtype': 'float32', 'tod_loss_form': 'paper', 'cod_interval': 'cycle',
@@ -42,9 +42,7 @@ class ConfigMismatchError(ConfigError):
   """The workdir holds a run made with another config."""
 
 
-def is_writer() -> bool:
-  """Only process 0 writes config.json, metrics.jsonl, TensorBoard and label files."""
-  return jax.process_index() == 0
+is_writer = devices.is_writer  # Only process 0 writes files.
 
 
 def check_config(workdir: str, config: ml_collections.ConfigDict) -> None:
@@ -106,7 +104,7 @@ def _tree(state: CycleState, snapshots: Optional[dict]) -> dict:
     tree['loss_head_params'] = state.loss_head
   if snapshots:
     tree['extra_baselines'] = snapshots
-  return tree
+  return sharded_map.replicated_to_host(tree)
 
 
 def meta(state: CycleState, record: CycleRecord) -> dict:
@@ -141,7 +139,7 @@ def restore(checkpointer: checkpointing.Checkpointer, cycle: int,
       cycle, np.asarray(info['labeled'], np.int64),
       {'params': tree['params'], 'batch_stats': tree['batch_stats']},
       {'params': tree['ema_params'], 'batch_stats': tree['ema_batch_stats']},
-      tree.get('loss_head_params'), int(tree['step']), jax.random.wrap_key_data(tree['rng']),
+      tree.get('loss_head_params'), int(tree['step']), np.asarray(tree['rng'], np.uint32),
       strategy_state, tuple(info['records']))
   return state, info, dict(tree.get('extra_baselines', {}))
 

@@ -54,6 +54,22 @@ def to_host(tree: Any) -> Any:
   return multihost_utils.process_allgather(tree, tiled=True)
 
 
+def replicated_to_host(tree: Any) -> Any:
+  """NumPy copies of (replicated) arrays, on every process; NumPy leaves pass through.
+
+  A checkpoint holds host arrays only, so Orbax writes the same tree from one process
+  or many (a global array replicated over several hosts is read from a local copy).
+  """
+  def one(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      if not x.is_fully_replicated:
+        raise ValueError('replicated_to_host needs replicated arrays; gather sharded ones '
+                         'with to_host.')
+      return np.asarray(x.addressable_data(0))
+    return np.asarray(x)
+  return jax.tree.map(one, tree)
+
+
 class PoolMapper:
   """`mapper(args, images, indices)` = `fn(args, images[indices])` computed chunk by chunk.
 

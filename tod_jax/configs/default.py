@@ -89,6 +89,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.coordinator_address = ''  # 'host:port' of process 0; '' = from the environment (TPU, SLURM).
   config.num_processes = 0  # Number of processes (hosts); 0 = from the environment.
   config.process_id = -1  # This process's index; -1 = from the environment.
+  config.distributed_timeout = 120  # Seconds to reach the coordinator and to hear from a peer.
 
   # Run.
   config.seed = 0  # Initial labeled set, initialisation, batches, augmentation.
