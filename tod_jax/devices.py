@@ -3,10 +3,14 @@
 Both must run before any other JAX call (the command lines call setup_devices first).
 """
 
+import math
+import os
 import socket
 import time
+from typing import Optional
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 from absl import logging
 from jax.experimental import multihost_utils
@@ -14,17 +18,50 @@ from jax.experimental import multihost_utils
 from tod_jax.errors import UserError
 
 
+# Models with at least this many parameters train and score faster with the CPU split into one
+# XLA device per core (measured on 2 cores, README "Benchmarks": ResNet-18, 11.2M parameters);
+# the 0.1M-parameter digits CNN ran slower split (57 s instead of 44 s a run).
+LARGE_MODEL_PARAMS = 1_000_000
+MAX_AUTO_CPU_DEVICES = 8
+
+
+def model_parameter_count(config: ml_collections.ConfigDict) -> int:
+  """Parameters of config.model for 10 classes, counted abstractly (JAX is not started)."""
+  from tod_jax import models  # pylint: disable=import-outside-toplevel
+  model = models.create_model(config.model, 10)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+                                             jnp.zeros((1, 32, 32, 3)), train=False))
+  return sum(math.prod(x.shape) for x in jax.tree.leaves(shapes['params']))
+
+
+def auto_cpu_devices(config: ml_collections.ConfigDict, cores: Optional[int] = None) -> int:
+  """The CPU device count of num_cpu_devices=-1: one per core (at most 8) for a large model,
+  else 1; always a divisor of the batch sizes, so every batch splits evenly."""
+  cores = min(cores or os.cpu_count() or 1, MAX_AUTO_CPU_DEVICES)
+  try:
+    large = model_parameter_count(config) >= LARGE_MODEL_PARAMS
+  except Exception:  # A user's model that cannot take a 32x32x3 probe: no split.  pylint: disable=broad-except
+    large = False
+  if not large:
+    return 1
+  batches = [config.batch_size] + ([config.unlabeled_batch_size] if config.semi else [])
+  return max(n for n in range(1, cores + 1) if all(b % n == 0 for b in batches))
+
+
 def setup_devices(config: ml_collections.ConfigDict) -> None:
   """The devices a command line run uses; must run before any other JAX call.
 
-  config.num_cpu_devices > 0 splits the host CPU into that many XLA devices
-  (jax_num_cpu_devices), so the mesh runs data parallel over the cores: on the
-  2-core dev machine ResNet-18 inference is about 1.6x faster with 2 than with
-  XLA's one multi-threaded CPU device (README, "Benchmarks"). It has no effect
-  on GPU/TPU. config.distributed: initialize_distributed.
+  config.num_cpu_devices splits the host CPU into that many XLA devices
+  (jax_num_cpu_devices), so the mesh runs data parallel over the cores; -1 (the
+  default) chooses with auto_cpu_devices, 0 keeps XLA's one multi-threaded device.
+  It has no effect on GPU/TPU meshes. config.distributed: initialize_distributed.
   """
-  if config.num_cpu_devices > 0:
-    jax.config.update('jax_num_cpu_devices', config.num_cpu_devices)
+  count = (auto_cpu_devices(config) if config.num_cpu_devices < 0
+           else config.num_cpu_devices)
+  if count > 1 or config.num_cpu_devices > 0:
+    jax.config.update('jax_num_cpu_devices', count)
+    logging.info('CPU split into %d XLA device(s) (num_cpu_devices=%d).', count,
+                 config.num_cpu_devices)
   if config.distributed:
     initialize_distributed(config)
 
