@@ -29,7 +29,8 @@ RESUMABLE_CHANGES = frozenset(
      'num_processes', 'process_id', 'num_cpu_devices'})
 # Config fields added after runs were saved: a config.json without one had this value.
 ADDED_FIELDS = {'label_noise': 0.0, 'label_noise_seed': 0, 'snapshot_intervals': '',
-                'compute_dtype': 'float32', 'tod_loss_form': 'paper', 'cod_interval': 'cycle'}
+                'compute_dtype': 'float32', 'tod_loss_form': 'paper', 'cod_interval': 'cycle',
+                'init_checkpoint': ''}
 # Fields renamed since: old name -> new name.
 RENAMED_FIELDS = {'extra_baselines': 'snapshot_intervals', 'loss_baseline': 'loss_teacher'}
 
