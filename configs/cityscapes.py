@@ -14,4 +14,10 @@ def get_config():
   config.model = 'drn_d_22'
   config.crop_size = 688
   config.score_chunk_size = 8  # Full-resolution images per sharded scoring call.
+  # The DRN authors' code starts from ImageNet-pretrained DRN-D-22 (it cannot be downloaded
+  # here): on a machine with network fetch drn_d_22-4bd2f8ea.pth (linked from
+  # github.com/fyu/drn, model_urls in drn.py) and pass --config.init_checkpoint=PATH (needs
+  # the 'pretrained' extra, torch); the 1000-class fc stays fresh for the 19 classes. A
+  # Cityscapes-trained DRNSeg file of theirs (base.*, seg) loads too. '' = random init.
+  config.init_checkpoint = ''
   return config

@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from tod_jax import (loss_forms, loss_prediction, metrics, models, snapshots,
+from tod_jax import (loss_forms, loss_prediction, metrics, models, pretrained, snapshots,
                      strategies, train)
 from tod_jax.errors import ConfigError
 from tod_jax.input_pipeline import Dataset
@@ -99,13 +99,16 @@ def snapshot_intervals(config: ml_collections.ConfigDict) -> tuple[str, ...]:
 
 def initial_variables(config: ml_collections.ConfigDict, model: nn.Module,
                       dataset: Dataset) -> tuple[dict, Any]:
-  """(w_0 = {'params', 'batch_stats'}, LL4AL's initial module params or None) from config.seed."""
+  """(w_0 = {'params', 'batch_stats'}, LL4AL's initial module params or None) from config.seed
+  and, if set, the weights of config.init_checkpoint."""
   base_key = jax.random.PRNGKey(config.seed)
   input_shape = dataset.image_shape
   if dataset.is_segmentation and config.crop_size:  # Fully convolutional: init on a crop.
     input_shape = (config.crop_size, config.crop_size, input_shape[-1])
   init_vars = init_variables(model, jax.random.fold_in(base_key, 0), input_shape,
                              loss_forms.uses_consistency_head(config))
+  if config.init_checkpoint:  # Pretrained weights; a head of another shape stays as initialised.
+    init_vars, _ = pretrained.load(config.init_checkpoint, config.model, init_vars)
   init_head = None
   if strategies.needs_loss_head(config.strategy):  # LL4AL's module, trained with the model.
     init_head = loss_prediction.init_params(model, init_vars, jax.random.fold_in(base_key, 2),

@@ -45,25 +45,41 @@ class BasicBlock(nn.Module):
     return nn.relu(residual + y)
 
 
+def _symmetric_conv(conv: ModuleDef, filters: int, kernel_size: Sequence[int],
+                    strides: Sequence[int] = (1, 1)):
+  """`conv` padded (k - 1) / 2 on both sides, as PyTorch pads; 'SAME' pads one less on the
+  low side of a strided conv on even sizes, which shifts every later feature map."""
+  padding = [((k - 1) // 2, (k - 1) // 2) for k in kernel_size]
+  return conv(filters, kernel_size, strides, padding=padding)
+
+
 class ResNet(nn.Module):
-  """ResNet; `cifar_stem` uses a 3x3 stride-1 stem and no max-pool."""
+  """ResNet; `cifar_stem` uses a 3x3 stride-1 stem and no max-pool.
+
+  `torch_padding` pads convolutions and the max-pool as torchvision's ResNet does, so
+  its weights (pretrained.py) compute the same function here.
+  """
   num_classes: int
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
   widths: Sequence[int] = (64, 128, 256, 512)
   cifar_stem: bool = True
+  torch_padding: bool = False
   dropout_rate: float = 0.0
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False, dropout: Optional[bool] = None):
     conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, padding='SAME')
+    if self.torch_padding:
+      conv = functools.partial(_symmetric_conv, conv)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=self.dtype)
     if self.cifar_stem:
       x = nn.relu(norm()(conv(self.widths[0], (3, 3))(x)))
     else:
       x = nn.relu(norm()(conv(self.widths[0], (7, 7), (2, 2))(x)))
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding='SAME')
+      pool_padding = ((1, 1), (1, 1)) if self.torch_padding else 'SAME'
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=pool_padding)
     for i, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
       for j in range(blocks):
         strides = 2 if i > 0 and j == 0 else 1
@@ -100,7 +116,9 @@ class SmallCNN(nn.Module):
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry('model', 'model')
 MODELS.register('resnet18', functools.partial(ResNet, cifar_stem=True))
-MODELS.register('resnet18_imagenet', functools.partial(ResNet, cifar_stem=False))
+# torchvision's ResNet-18, padding included: its ImageNet weights load (pretrained.py).
+MODELS.register('resnet18_imagenet', functools.partial(ResNet, cifar_stem=False,
+                                                       torch_padding=True))
 MODELS.register('small_cnn', SmallCNN)
 # Segmentation (logits [batch, H, W, classes]); see drn.py.
 MODELS.register('drn_d_22', drn.DRN_D_22)
