@@ -26,11 +26,12 @@ import os
 import sys
 
 import jax
+import ml_collections
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_utils  # noqa: E402  pylint: disable=g-import-not-at-top
-from tod_jax import kept_outputs, models, scoring  # noqa: E402
+from tod_jax import devices, kept_outputs, models, scoring  # noqa: E402
 from tod_jax.train_state import init_variables  # noqa: E402
 
 KEPT, TWO_PASS = 'tod_jax_kept_outputs', 'tod_jax_two_pass'
@@ -108,9 +109,15 @@ def main(argv=None):
                       help="the device's peak TFLOP/s; adds the FLOP floor to each line")
   parser.add_argument('--smoke', action='store_true',
                       help='pools of 16 and 24, chunk 8, the small CNN (for the test suite)')
+  parser.add_argument('--num_cpu_devices', type=int, default=-1,
+                      help="as the config field: -1 (auto, a run's default), 0 one device, N")
   args = parser.parse_args(argv)
   if args.smoke:
     args.pools, args.chunks, args.repeats, args.model = [16, 24], [8], 1, 'small_cnn'
+  # The CPU split a user's run of this model gets (before JAX starts its backend).
+  devices.setup_devices(ml_collections.ConfigDict(dict(
+      model=args.model, num_cpu_devices=args.num_cpu_devices, batch_size=min(args.chunks),
+      unlabeled_batch_size=min(args.chunks), semi=False, distributed=False)))
   images = np.random.default_rng(0).integers(0, 256, (max(args.pools), 32, 32, 3),
                                              dtype=np.uint8)
   model = models.create_model(args.model, 10)

@@ -41,10 +41,13 @@ class ResNet18(nn.Module):
         cin = width
     self.layers = nn.Sequential(*layers)
     self.fc = nn.Linear(512, num_classes)
+    self.cons = nn.Linear(512, num_classes)  # The authors' consistency head.
+
+  def features(self, x):
+    return torch.flatten(F.adaptive_avg_pool2d(self.layers(self.stem(x)), 1), 1)
 
   def forward(self, x):
-    x = self.layers(self.stem(x))
-    return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+    return self.fc(self.features(x))
 
 
 class SmallCNN(nn.Module):
@@ -59,9 +62,13 @@ class SmallCNN(nn.Module):
       cin = width
     self.layers = nn.Sequential(*layers)
     self.fc = nn.Linear(cin, num_classes)
+    self.cons = nn.Linear(cin, num_classes)  # The authors' consistency head.
+
+  def features(self, x):
+    return torch.flatten(F.adaptive_avg_pool2d(self.layers(x), 1), 1)
 
   def forward(self, x):
-    return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.layers(x), 1), 1))
+    return self.fc(self.features(x))
 
 
 MODELS = {'resnet18': ResNet18, 'small_cnn': SmallCNN}  # Same names as tod_jax.models.

@@ -1,10 +1,11 @@
 """TOD train-step throughput: tod_jax's jitted step vs the same step in plain PyTorch.
 
 One step: random crop + flip of 128 labeled and 128 unlabeled CIFAR-shaped images,
-the model on both (training mode), the EMA model on the unlabeled ones (training
-mode, its own BatchNorm statistics), CE(labeled) + lambda * MSE(model, EMA) on the
-unlabeled outputs (Eq. 9), SGD with momentum and weight decay, then the EMA update
-of the parameters (Eq. 6). Both implementations take their hyper-parameters from
+the model and the EMA model (training mode, its own BatchNorm statistics) on them,
+CE(labeled) + lambda * the unsupervised term in config.tod_loss_form (default
+'reference', the authors' code: two heads, labeled and unlabeled in separate passes;
+'paper': one pass, Eq. 7 on the unlabeled outputs), SGD with momentum and weight
+decay, then the EMA update of the parameters (Eq. 6). Both implementations take their hyper-parameters from
 the same config, run in the same invocation, and print one JSON line each, then the
 line with their ratio:
 
@@ -31,7 +32,7 @@ from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_utils  # noqa: E402  pylint: disable=g-import-not-at-top
-from tod_jax import loss_forms, models, train  # noqa: E402
+from tod_jax import devices, loss_forms, models, train  # noqa: E402
 from tod_jax.train_state import create_optimizer, create_train_state, init_variables  # noqa: E402
 
 
@@ -119,12 +120,26 @@ def bench_torch(config, dataset, steps):
                               momentum=config.momentum, weight_decay=config.weight_decay)
   step = [0]
 
-  def train_step(x_l, y_l, x_u):
+  def paper_loss(x_l, y_l, x_u):
     logits = model(torch.cat([x_l, x_u]))
     with torch.no_grad():
       ema_logits = ema(x_u)
     unsup = ((logits[len(x_l):] - ema_logits) ** 2).sum(1).mean()
-    loss = F.cross_entropy(logits[:len(x_l)], y_l) + config.tod_weight * unsup
+    return F.cross_entropy(logits[:len(x_l)], y_l) + config.tod_weight * unsup
+
+  def reference_loss(x_l, y_l, x_u):  # The authors' train_epoch: two heads, two passes each.
+    f_l, f_u = model.features(x_l), model.features(x_u)
+    with torch.no_grad():
+      ema_l, ema_u = ema(x_l), ema(x_u)
+    main_l, main_u, cons_l, cons_u = model.fc(f_l), model.fc(f_u), model.cons(f_l), model.cons(f_u)
+    unsup = (F.mse_loss(main_l, cons_l) + F.mse_loss(main_u, cons_u)
+             + F.mse_loss(cons_l, ema_l) + F.mse_loss(cons_u, ema_u))
+    return F.cross_entropy(main_l, y_l) + config.tod_weight * unsup
+
+  loss_fn = reference_loss if config.tod_loss_form == 'reference' else paper_loss
+
+  def train_step(x_l, y_l, x_u):
+    loss = loss_fn(x_l, y_l, x_u)
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -149,9 +164,11 @@ def bench_torch(config, dataset, steps):
 
 def main(argv=None):
   fv, config = parse_flags(argv, 'train_benchmark')
+  devices.setup_devices(config)  # The CPU split a user's run gets (num_cpu_devices=-1: auto).
   dataset = bench_utils.synthetic_cifar(fv.steps * (config.batch_size +
                                                      config.unlabeled_batch_size))
-  common = {'model': config.model, 'batch': config.batch_size,
+  common = {'model': config.model, 'tod_loss_form': config.tod_loss_form,
+            'num_cpu_devices': jax.device_count(), 'batch': config.batch_size,
             'unlabeled_batch': config.unlabeled_batch_size, 'steps': fv.steps}
   lines, by_impl = [], {}
   for name, bench in (('jax', bench_jax), ('torch', bench_torch)):

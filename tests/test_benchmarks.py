@@ -221,3 +221,20 @@ def test_reference_parity_skips_without_checkout(tmp_path):
   lines = _run_parity(f'--reference_dir={tmp_path}', env=env)
   assert len(lines) == 1 and lines[0]['impl'] == 'reference'
   assert 'main_TOD.py' in lines[0]['skipped'] and 'siyuhuang/TOD' in lines[0]['skipped']
+
+
+def test_gpu_suite_smoke_mode_writes_every_section(tmp_path):
+  """benchmarks/gpu_suite.sh smoke: the accelerator suite's wiring on this machine's device."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  out = tmp_path / 'results.jsonl'
+  result = subprocess.run(['bash', os.path.join(ROOT, 'benchmarks', 'gpu_suite.sh'), 'smoke'],
+                          env=dict(os.environ, OUT_FILE=str(out)), capture_output=True,
+                          text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = [json.loads(line) for line in out.read_text().splitlines()]
+  impls = {line.get('impl') for line in lines}
+  assert {'tod_jax_kept_outputs', 'tod_jax_two_pass', 'tod_jax', 'tod_jax_digits_run'} <= impls
+  assert any(line.get('cycle') == 1 and 'train_seconds' in line for line in lines)
+  (digits,) = [line for line in lines if line.get('impl') == 'tod_jax_digits_run']
+  assert digits['cycles'] == 1 and 0 <= digits['test_accuracy'][0] <= 1
+  assert all(line['device']['platform'] == jax.devices()[0].platform for line in lines)

@@ -56,8 +56,12 @@ def setup_devices(config: ml_collections.ConfigDict) -> None:
   default) chooses with auto_cpu_devices, 0 keeps XLA's one multi-threaded device.
   It has no effect on GPU/TPU meshes. config.distributed: initialize_distributed.
   """
-  count = (auto_cpu_devices(config) if config.num_cpu_devices < 0
-           else config.num_cpu_devices)
+  if config.num_cpu_devices < 0 and 'xla_force_host_platform_device_count' in os.environ.get(
+      'XLA_FLAGS', ''):
+    count = 0  # The user split the CPU with XLA_FLAGS already.
+  else:
+    count = (auto_cpu_devices(config) if config.num_cpu_devices < 0
+             else config.num_cpu_devices)
   if count > 1 or config.num_cpu_devices > 0:
     jax.config.update('jax_num_cpu_devices', count)
     logging.info('CPU split into %d XLA device(s) (num_cpu_devices=%d).', count,
