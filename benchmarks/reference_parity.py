@@ -56,10 +56,10 @@ How the reference is run (in this process only):
   config.crop_padding (flip if config.flip), then (x/255 - mean)/std with tod_jax's digits
   mean/std; test and scoring images are only normalised.
 
-tod_jax runs with the digits config as is (override with --config.<field>=...), e.g. its
-cycle-1 COD rule `cod_first_cycle` ('highest', the paper) differs from the reference's
-(lowest scores against a separately initialised network). Its --workdir subdirectories
-must be new: an existing run there would be resumed, not timed.
+tod_jax runs with the digits config as is (override with --config.<field>=...): its
+defaults follow the reference (cod_first_cycle='lowest', against the network's own initial
+weights rather than a separately initialised one; tod_loss_form='reference'). Its --workdir
+subdirectories must be new: an existing run there would be resumed, not timed.
 """
 
 import copy
