@@ -29,8 +29,8 @@ from absl import app, flags, logging
 
 from tod_jax import checkpointing, cli, input_pipeline, ranking, rundir, uncertainty
 from tod_jax import cycle as cycle_lib
-from tod_jax.strategies import cod as cod_strategy
 from tod_jax.errors import UserError
+from tod_jax.strategies import cod as cod_strategy
 
 RECALL_FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
 SUBDIR = 'analysis'

@@ -21,8 +21,8 @@ import os
 
 import numpy as np
 
-from tod_jax.errors import ConfigError, DataError, UserError
 from tod_jax import checkpointing, devices
+from tod_jax.errors import ConfigError, DataError, UserError
 from tod_jax.input_pipeline import Dataset
 
 LEDGER = 'labels.json'

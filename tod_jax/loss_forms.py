@@ -20,8 +20,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from tod_jax.errors import ConfigError
 from tod_jax import tod
+from tod_jax.errors import ConfigError
 
 CONSISTENCY_HEAD = 'consistency_head'  # Its params' key beside the model's own params.
 

@@ -15,8 +15,8 @@ import tqdm
 
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from tod_jax.errors import ConfigError, UserError
 from tod_jax import input_pipeline, loss_forms, loss_prediction, tod
+from tod_jax.errors import ConfigError, UserError
 from tod_jax.input_pipeline import Dataset
 from tod_jax.sharded_map import DATA_AXIS, make_mesh, put
 from tod_jax.train_state import TrainState

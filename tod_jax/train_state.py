@@ -11,8 +11,8 @@ import ml_collections
 import optax
 from flax.training import train_state
 
-from tod_jax.errors import ConfigError
 from tod_jax import loss_forms
+from tod_jax.errors import ConfigError
 
 
 class TrainState(train_state.TrainState):
