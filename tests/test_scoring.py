@@ -87,12 +87,6 @@ def test_unknown_output_kind_fails_fast(two_models):
     scoring.Scorer(model, ds.mean, ds.std, 'probabilities', chunk_size=8)
 
 
-def test_sharded_scorer_on_8_cpu_devices_equals_single_device(eight_device_output):
-  """tests/multidevice_check.py in a fresh process with 8 fake CPU devices."""
-  stdout = eight_device_output
-  assert 'devices=8' in stdout and 'sharded == single: OK' in stdout
-
-
 @pytest.fixture(scope='module')
 def seg_models():
   from tod_jax import synthetic_seg  # pylint: disable=import-outside-toplevel

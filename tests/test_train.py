@@ -226,12 +226,6 @@ def test_cyclic_teacher_without_its_variables_fails_clearly(setup):
                                       jax.random.PRNGKey(0))
 
 
-def test_data_parallel_training_on_8_devices_matches_one_device(eight_device_output):
-  """tests/multidevice_train_check.py, run by multidevice_check.py with 8 fake CPU devices."""
-  stdout = eight_device_output
-  assert 'devices=8' in stdout and 'data parallel == single device: OK' in stdout
-
-
 def test_pool_on_device_and_streamed_batches_train_identically(tiny_config):
   ds = input_pipeline.load_digits()
   model = models.create_model('small_cnn', 10)
