@@ -66,6 +66,7 @@ def test_user_errors_end_every_command_with_one_line(tmp_path):
     assert last.startswith(f'tod_jax.{argv_command(cases, case)}: error: '), (case, last)
     assert expected in last, (case, last)
     assert not any('libtpu' in line for line in stderr.splitlines()), (case, stderr[:500])
+  assert not os.path.exists(os.path.join(cwd, 'cmp', 'cod_seed0')), 'compare ran cod first'
 
 
 def argv_command(cases, case):

@@ -87,7 +87,7 @@ def test_gradient_is_that_of_ce_plus_lambda_tod(setup):
     return (tod.supervised_loss(logits[:32], labeled['label'])
             + config.tod_weight * jnp.mean(jnp.sum((logits[32:] - ema_logits) ** 2, -1)))
 
-  grads = jax.grad(loss)(state.params)
+  grads = jax.jit(jax.grad(loss))(state.params)  # jit: eager op-by-op is 5x slower.
   expected = jax.tree.map(lambda p, g: p - config.learning_rate * g, state.params, grads)
   chex.assert_trees_all_close(new_state.params, expected, rtol=1e-4, atol=1e-6)
 
@@ -121,7 +121,8 @@ def test_reference_form_matches_the_authors_loss_by_hand(setup):
              + mse(head_u, ema_u))
     return tod.supervised_loss(main_l, labeled['label']) + 0.5 * unsup, unsup
 
-  (expected_loss, unsup), grads = jax.value_and_grad(loss, has_aux=True)(variables['params'])
+  (expected_loss, unsup), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(
+      variables['params'])
   chex.assert_trees_all_close(m['loss'], expected_loss, rtol=1e-5)
   chex.assert_trees_all_close(m['unsup_loss'], unsup, rtol=1e-5)
   expected = jax.tree.map(lambda p, g: p - config.learning_rate * g, variables['params'], grads)

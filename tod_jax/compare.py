@@ -61,9 +61,15 @@ def run_dir(workdir: str, name: str, seed: int) -> str:
 def run_all(config: ml_collections.ConfigDict, names: Sequence[str], seeds: Sequence[int],
             workdir: str, ablation: bool = False,
             label_noises: Optional[Sequence[float]] = None) -> list[dict]:
-  """Runs (or resumes) every planned run; returns one row per (run, cycle)."""
+  """Runs (or resumes) every planned run; returns one row per (run, cycle).
+
+  Every run's config is checked first, so a bad name fails before hours of training.
+  """
+  runs = plan_runs(config, names, seeds, ablation, label_noises)
+  for _, _, run_config in runs:
+    driver.validate_config(run_config)
   rows = []
-  for name, seed, run_config in plan_runs(config, names, seeds, ablation, label_noises):
+  for name, seed, run_config in runs:
     path = run_dir(workdir, name, seed)
     logging.info('Run %s, seed %d -> %s', name, seed, path)
     for record in driver.run(run_config, path):
