@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import bench_utils  # noqa: E402
+import conv_benchmark  # noqa: E402
 import cycle_benchmark  # noqa: E402
 import score_benchmark  # noqa: E402
 import train_benchmark  # noqa: E402
@@ -104,6 +105,22 @@ def test_torch_baselines_are_skipped_without_torch(capsys, monkeypatch):
   lines = _printed(capsys, score_benchmark.main(['--smoke', '--impl=torch']))
   assert len(lines) == 1 and lines[0]['impl'] == 'torch_two_pass'
   assert 'pip install torch==2.13.0' in lines[0]['skipped']
+
+
+def test_conv_benchmark_smoke(capsys):
+  lines = _printed(capsys, conv_benchmark.main(['--smoke']))
+  measured = [line for line in lines if 'seconds' in line]
+  impls = sorted({line['impl'] for line in measured})
+  assert len(impls) == 1 + int(HAVE_TORCH) and 'tod_jax_xla' in impls
+  assert len(measured) == len(impls) * 2 * 3  # Two shapes, three ops.
+  for line in measured:
+    assert line['op'] in conv_benchmark.OPS and line['batch'] == 4
+    assert line['inverse_seconds'] == pytest.approx(1 / line['seconds'])
+  if HAVE_TORCH:
+    pairs = [('tod_jax_xla', impls[1], op, size) for op in conv_benchmark.OPS for size in (8, 4)]
+    _check_ratios(lines, 'inverse_seconds', pairs, key=lambda line: (line['op'], line['size']))
+  else:
+    assert lines[0]['impl'] == 'torch' and 'skipped' in lines[0]
 
 
 def test_cycle_benchmark_fraction_smoke(capsys):
