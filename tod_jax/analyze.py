@@ -316,7 +316,7 @@ def _fig5(run: Run, data: list[CycleData], path, bin_fraction: float) -> list[st
   ax.set_title('Fig. 5: loss in COD-ranked bins')
   ax.legend(fontsize=7, ncol=2)
   _save(fig, path('fig5_loss_bins.png'))
-  summary += ['', f'## Mean true loss in COD-ranked bins (Fig. 5), first 3 and last bin', '',
+  summary += ['', '## Mean true loss in COD-ranked bins (Fig. 5), first 3 and last bin', '',
               '| cycle | ' + ' | '.join(labels[:3] + labels[-1:]) + ' | pool mean |',
               '|---|' + '---|' * 5]
   summary += [f'| {d.cycle} | ' + ' | '.join(_fmt(v) for v in list(b[:3]) + [b[-1]]) +
