@@ -77,3 +77,34 @@ def test_two_processes_equal_one_process_on_two_devices_and_resume_after_kill(tm
   assert len(events) == 2, events  # The killed launch's and the relaunch's, both process 0's.
   leftovers = [f for _, _, files in os.walk(multi) for f in files if f.endswith('.tmp')]
   assert not leftovers
+
+
+def test_host_pool_two_processes_score_their_blocks_like_one_process(tmp_path):
+  """config.host_pool: each process holds half the pool; the kept COD outputs a cycle
+  checkpoints equal w_c's outputs computed over the whole pool in one process, and the
+  query is the top of the COD scores recomputed from w_{c-1} and w_c."""
+  from tod_jax import analyze  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path / 'host_pool')
+  result = subprocess.run([sys.executable, '-m', 'tod_jax.launch', '--num_processes=2', '--',
+                           *ARGS, '--config.host_pool=True', f'--workdir={workdir}'],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stdout[-4000:]
+  for p, rows in ((0, '[0, 718)'), (1, '[718, 1437)')):
+    assert f'Process {p} holds pool rows {rows} of 1437' in result.stdout
+  run = analyze.Run(workdir)
+  try:
+    images = run.dataset.train_images
+    previous = run.restore(1)[0].variables
+    state, meta, _ = run.restore(2)
+    kept = state.strategy_state['kept_outputs']
+    candidates = np.nonzero(kept['valid'])[0]
+    labeled, queried = run.cycle_sets(meta)
+    np.testing.assert_array_equal(candidates, np.setdiff1d(np.arange(1437), labeled))
+    current = run.scorer.outputs(state.variables, images, candidates)
+    np.testing.assert_allclose(np.asarray(kept['outputs'])[candidates], current,
+                               rtol=1e-5, atol=1e-6)
+    scores = run.scorer.discrepancy(current, run.scorer.outputs(previous, images, candidates))
+    top = candidates[np.argsort(-scores, kind='stable')[:len(queried)]]
+    np.testing.assert_array_equal(np.sort(top), np.sort(queried))
+  finally:
+    run.close()

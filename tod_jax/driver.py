@@ -51,6 +51,9 @@ def validate_config(config: ml_collections.ConfigDict, own_dataset: bool = False
   label_noise.check_probability(config.label_noise)
   cycle.snapshot_intervals(config)
   input_pipeline.check_data_on_device(config.data_on_device)
+  if config.host_pool and config.strategy == 'vaal':
+    raise ConfigError("strategy 'vaal' trains on every pool image in each process; set "
+                      '--config.host_pool=False for it.')
 
 
 def load_run_dataset(config: ml_collections.ConfigDict, workdir: str,

@@ -18,8 +18,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import logging
 
-from tod_jax import sharded_map
+from tod_jax import host_pool, sharded_map
 from tod_jax.errors import ConfigError, DataError, UserError
 from tod_jax.registry import Registry
 
@@ -155,40 +156,57 @@ def _fit_image(image: np.ndarray, spec: TfdsSpec) -> np.ndarray:
   return image
 
 
-def _read_split(source, spec: TfdsSpec) -> tuple[np.ndarray, np.ndarray]:
+def _read_records(sources: Sequence[Any], ids: np.ndarray, spec: TfdsSpec
+                  ) -> tuple[np.ndarray, np.ndarray]:
+  """(images, labels) of records `ids`, numbered across `sources` one after the other."""
+  starts = np.cumsum([0] + [len(s) for s in sources])
   images, labels = [], []
-  for i in range(len(source)):
-    example = source[i]
+  for i in np.asarray(ids, np.int64):
+    split = int(np.searchsorted(starts, i, side='right') - 1)
+    example = sources[split][int(i - starts[split])]
     images.append(_fit_image(np.asarray(example['image'], np.uint8), spec))
     labels.append(int(example['label']))
   return np.stack(images), np.asarray(labels, np.int32)
 
 
-def load_tfds(name: str, data_dir: str = '') -> Dataset:
-  """Loads a prepared TFDS dataset (array_record format) with no network access."""
+def load_tfds(name: str, data_dir: str = '', block: Optional[tuple[int, int]] = None
+              ) -> Dataset:
+  """Loads a prepared TFDS dataset (array_record format) with no network access.
+
+  block=(p, count): a process of a multi-host run with config.host_pool; only the p-th
+  of `count` blocks of the pool is read (host_pool.HostShard), the labels of the others
+  come from their processes.
+  """
   import tensorflow_datasets as tfds  # Heavy import, only for TFDS datasets.
   spec = TFDS_SPECS[name]
-  arrays, num_classes = [], None
+  sources = []
   for split in spec.splits:
     try:
-      source = tfds.data_source(spec.tfds_name, split=split, data_dir=data_dir or None,
-                                download=False)
+      sources.append(tfds.data_source(spec.tfds_name, split=split, data_dir=data_dir or None,
+                                      download=False))
     except Exception as e:  # TFDS raises many unrelated types when data is missing.
       raise DatasetNotPreparedError(
           f'TFDS dataset {spec.tfds_name!r} (split {split!r}) is not prepared in '
           f'{data_dir or "the default TFDS data_dir"}: on a machine with network run '
           f'`tfds build {spec.tfds_name} --file_format=array_record --data_dir=DIR`, copy DIR '
           f'here and pass --config.data_dir=DIR. ({type(e).__name__}: {e})') from e
-    num_classes = source.dataset_info.features['label'].num_classes
-    arrays.append(_read_split(source, spec))
-  if spec.holdout_fraction:
-    images = np.concatenate([a[0] for a in arrays])
-    labels = np.concatenate([a[1] for a in arrays])
-    order = np.random.default_rng(0).permutation(len(labels))  # Fixed, seed-independent.
-    n_test = max(1, int(round(spec.holdout_fraction * len(labels))))
-    test, train = order[:n_test], order[n_test:]
-    arrays = [(images[train], labels[train]), (images[test], labels[test])]
-  (train_x, train_y), (test_x, test_y) = arrays
+  num_classes = sources[0].dataset_info.features['label'].num_classes
+  if spec.holdout_fraction:  # Pool every split; hold out a fixed, seed-independent part.
+    total = sum(len(s) for s in sources)
+    order = np.random.default_rng(0).permutation(total)
+    n_test = max(1, int(round(spec.holdout_fraction * total)))
+    test_ids, train_ids = order[:n_test], order[n_test:]
+  else:
+    train_ids, test_ids = np.arange(len(sources[0])), len(sources[0]) + np.arange(len(sources[1]))
+  test_x, test_y = _read_records(sources, test_ids, spec)
+  if block is None:
+    train_x, train_y = _read_records(sources, train_ids, spec)
+  else:
+    bounds = host_pool.block_bounds(len(train_ids), block[1])
+    lo, hi = bounds[block[0]:block[0] + 2]
+    local_x, local_y = _read_records(sources, train_ids[lo:hi], spec)
+    train_x = host_pool.HostShard(local_x, len(train_ids), int(lo), bounds)
+    train_y = host_pool.gather_blocks(local_y, bounds)
   return Dataset(name, train_x, train_y, test_x, test_y, num_classes, spec.mean, spec.std)
 
 
@@ -362,12 +380,34 @@ DATASETS.register('synthetic_seg', lambda config: _load_synthetic_seg())
 DATASETS.register('image_folder', lambda config: load_image_folder(
     config.data_dir, config.image_size, config.image_channels))
 for _name in TFDS_SPECS:
-  DATASETS.register(_name, lambda config, name=_name: load_tfds(name, config.data_dir))
+  DATASETS.register(_name, lambda config, name=_name: load_tfds(name, config.data_dir,
+                                                                host_block(config)))
+
+
+def host_block(config: ml_collections.ConfigDict) -> Optional[tuple[int, int]]:
+  """(this process, process count) when each process loads only its block of the pool."""
+  if config.get('host_pool', False) and jax.process_count() > 1:
+    return jax.process_index(), jax.process_count()
+  return None
 
 
 def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
-  """Loads `config.dataset`."""
-  return DATASETS.get(config.dataset)(config)
+  """Loads `config.dataset` (with config.host_pool on several processes: this one's block;
+  TFDS datasets read only that block, in-memory ones are loaded whole and then split)."""
+  dataset = DATASETS.get(config.dataset)(config)
+  block = host_block(config)
+  if block is None:
+    return dataset
+  if dataset.is_segmentation:
+    raise ConfigError('config.host_pool splits classification pools only (segmentation '
+                      'masks would be gathered whole); set --config.host_pool=False.')
+  if not host_pool.is_sharded(dataset.train_images):
+    dataset = dataclasses.replace(dataset,
+                                  train_images=host_pool.shard(dataset.train_images, *block))
+  images = dataset.train_images
+  logging.info('Process %d holds pool rows [%d, %d) of %d (config.host_pool).', block[0],
+               images.lo, images.hi, len(images))
+  return dataset
 
 
 DATA_ON_DEVICE = ('auto', 'always', 'never')
@@ -386,6 +426,11 @@ def keeps_data_on_device(config: ml_collections.ConfigDict, dataset: Dataset) ->
   most config.device_data_max_bytes; each device holds a whole copy).
   """
   check_data_on_device(config.data_on_device)
+  if host_pool.is_sharded(dataset.train_images):  # No process holds the whole pool.
+    if config.data_on_device == 'always':
+      raise ConfigError("data_on_device='always' needs the whole pool on every process; "
+                        'with config.host_pool set --config.data_on_device=auto.')
+    return False
   if config.data_on_device == 'auto':
     size = dataset.train_images.nbytes + dataset.train_labels.nbytes
     return size <= config.device_data_max_bytes

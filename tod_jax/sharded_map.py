@@ -21,6 +21,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from tod_jax import host_pool
+
 DATA_AXIS = 'data'
 
 
@@ -101,6 +103,9 @@ class PoolMapper:
     pool_size = len(jax.tree.leaves(images)[0])
     indices = np.arange(pool_size) if indices is None else np.asarray(indices)
     args = put(args, self.replicated)
+    sharded = [a for a in jax.tree.leaves(images) if host_pool.is_sharded(a)]
+    if sharded:
+      return self._by_host(args, images, indices, sharded[0].bounds)
     outputs = []
     for start in range(0, len(indices), self.chunk_size):
       rows = indices[start:start + self.chunk_size]
@@ -113,6 +118,34 @@ class PoolMapper:
     return jax.tree.map(lambda *chunks: np.concatenate(chunks),
                         *[jax.tree.map(lambda a, v=v: a[:v], to_host(out))
                           for out, v in outputs])
+
+  def _by_host(self, args: Any, images: Any, indices: np.ndarray, bounds: np.ndarray) -> Any:
+    """__call__ for a pool split over hosts: chunk k's rows on process p's devices hold the
+    k-th slice of process p's own indices (zeros past their end); outputs are put back
+    in the order of `indices` on every process."""
+    rows = host_pool.process_rows(self.data_sharded, self.chunk_size)
+    mine = rows[jax.process_index()]
+    positions = host_pool.split_by_owner(indices, bounds)  # Per process, into `indices`.
+    per = len(mine)
+    n_chunks = max(math.ceil(len(p) / per) for p in positions)
+    struct = self.output_struct(args, images)
+    result = jax.tree.map(lambda s: np.zeros((len(indices), *s.shape[1:]), s.dtype), struct)
+    for k in range(n_chunks):
+      chunk_indices = np.zeros(self.chunk_size, np.int64)
+      placed = []  # (rows of the chunk, positions into `indices`) per process.
+      for p, pos in enumerate(positions):
+        part = pos[k * per:(k + 1) * per]
+        chunk_indices[rows[p][:len(part)]] = indices[part]
+        placed.append((rows[p][:len(part)], part))
+      own = placed[jax.process_index()][0]
+      chunk = jax.tree.map(
+          lambda a: (a.take(chunk_indices, own) if host_pool.is_sharded(a)
+                     else np.asarray(a)[chunk_indices]), images)
+      out = to_host(self._fn(args, put(chunk, self.data_sharded)))
+      for chunk_rows, part in placed:
+        for r, o in zip(jax.tree.leaves(result), jax.tree.leaves(out)):
+          r[part] = o[chunk_rows]
+    return result
 
   def _pad(self, chunk: np.ndarray) -> np.ndarray:
     """Zero rows appended up to the chunk size (their outputs are dropped)."""

@@ -15,7 +15,7 @@ import tqdm
 
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from tod_jax import input_pipeline, loss_forms, loss_prediction, tod
+from tod_jax import host_pool, input_pipeline, loss_forms, loss_prediction, tod
 from tod_jax.errors import ConfigError, UserError
 from tod_jax.input_pipeline import Dataset
 from tod_jax.sharded_map import DATA_AXIS, make_mesh, put
@@ -308,16 +308,39 @@ def epoch_indices(np_rng: np.random.Generator, labeled: np.ndarray, unlabeled: n
   return order, list(unl.astype(np.int32))
 
 
+def host_epoch_indices(np_rng: np.random.Generator, labeled: np.ndarray,
+                       unlabeled: np.ndarray, config: ml_collections.ConfigDict,
+                       images: host_pool.HostShard, sharded: NamedSharding
+                       ) -> tuple[np.ndarray, list]:
+  """epoch_indices for a pool split over hosts: the rows of every batch that sit on
+  process p's devices hold samples of process p's block (host_pool.block_batches)."""
+  n_steps = steps_per_epoch(len(labeled), config.batch_size)
+  order = host_pool.block_batches(np_rng, labeled, images.bounds,
+                                  host_pool.process_rows(sharded, config.batch_size), n_steps,
+                                  config.batch_size)
+  if not config.semi:
+    return order.astype(np.int32), [None] * n_steps
+  unl = host_pool.block_batches(
+      np_rng, unlabeled, images.bounds,
+      host_pool.process_rows(sharded, config.unlabeled_batch_size), n_steps,
+      config.unlabeled_batch_size, replace=True, what='unlabeled')
+  return order.astype(np.int32), list(unl.astype(np.int32))
+
+
 def _device_batches(dataset: Dataset, pool: Optional[dict], order: np.ndarray, unl: list,
                     sharded: NamedSharding) -> Iterator[tuple]:
-  """The step's batch arguments: indices into the device-resident `pool`, or streamed images."""
+  """The step's batch arguments: indices into the device-resident `pool`, or streamed images
+  (of a pool split over hosts, each process reads the rows on its own devices)."""
   if pool is not None:
     return ((pool, *indices) for indices in
             input_pipeline.prefetch_to_device(zip(order, unl), sharded))
+  images, read = dataset.train_images, lambda idx: dataset.train_images[idx]
+  if host_pool.is_sharded(images):
+    mine = functools.lru_cache(lambda n: host_pool.process_rows(sharded, n)[jax.process_index()])
+    read = lambda idx: images.take(idx, mine(len(idx)))
   return input_pipeline.prefetch_to_device(
-      (({'image': dataset.train_images[o], 'label': dataset.train_labels[o]},
-        {} if u is None else {'image': dataset.train_images[u]}) for o, u in zip(order, unl)),
-      sharded)
+      (({'image': read(o), 'label': dataset.train_labels[o]},
+        {} if u is None else {'image': read(u)}) for o, u in zip(order, unl)), sharded)
 
 
 def _epoch_summary(history: list[dict], cycle: int, epoch: int) -> dict:
@@ -364,7 +387,11 @@ def train_cycle(state: TrainState, dataset: Dataset, labeled: np.ndarray,
   detach_from = round(config.ll4al_detach_at * config.num_epochs)
   for epoch in bar:
     detach = state.loss_head_params is not None and epoch >= detach_from
-    order, unl = epoch_indices(np_rng, labeled, unlabeled, config)
+    if host_pool.is_sharded(dataset.train_images):
+      order, unl = host_epoch_indices(np_rng, labeled, unlabeled, config,
+                                      dataset.train_images, sharded)
+    else:
+      order, unl = epoch_indices(np_rng, labeled, unlabeled, config)
     history = []
     for batch in _device_batches(dataset, pool, order, unl, sharded):
       state, metrics = step_fn(state, *batch, key, detach_loss_head=detach)

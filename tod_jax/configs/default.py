@@ -91,6 +91,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_processes = 0  # Number of processes (hosts); 0 = from the environment.
   config.process_id = -1  # This process's index; -1 = from the environment.
   config.distributed_timeout = 120  # Seconds to reach the coordinator and to hear from a peer.
+  config.host_pool = False  # Multi-host: each process loads only its block of the pool (host_pool.py).
 
   # Run.
   config.seed = 0  # Initial labeled set, initialisation, batches, augmentation.

@@ -1,0 +1,112 @@
+"""Multi-host runs in which each process holds only its block of the pool (config.host_pool).
+
+The pool's N images are split into `process_count` contiguous blocks; process p loads
+block p only (`HostShard`). Labels stay whole on every process (they are small). Every
+array that crosses the mesh is built as a global batch or chunk whose rows on process
+p's devices hold block-p images (`process_rows`, `take`), so each process reads only
+its own images and no image crosses hosts; scores and outputs come back to every process
+through the all-gather that sharded_map.to_host already does.
+"""
+
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from tod_jax.errors import ConfigError
+
+
+class HostShard:
+  """Pool images [N, ...] of which this process holds rows [lo, hi) only.
+
+  Shape, length and dtype are the whole pool's; `take` reads owned rows.
+  """
+
+  def __init__(self, local: np.ndarray, pool_size: int, lo: int, bounds: np.ndarray):
+    self.local, self.lo, self.hi, self.bounds = local, lo, lo + len(local), bounds
+    self.shape = (pool_size, *local.shape[1:])
+    self.dtype, self.ndim, self.nbytes = local.dtype, local.ndim, local.nbytes
+
+  def __len__(self) -> int:
+    return self.shape[0]
+
+  def __getitem__(self, indices):
+    raise TypeError('A HostShard holds one block of the pool; read it with take(indices, '
+                    'rows) (config.host_pool: this code path does not support it).')
+
+  def take(self, indices: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """[len(indices), ...] images: `indices[rows]` read from this block, zeros elsewhere."""
+    indices, rows = np.asarray(indices), np.asarray(rows)
+    mine = indices[rows]
+    if mine.size and (mine.min() < self.lo or mine.max() >= self.hi):
+      raise IndexError(f'pool indices outside this process\'s block [{self.lo}, {self.hi})')
+    out = np.zeros((len(indices), *self.shape[1:]), self.dtype)
+    out[rows] = self.local[mine - self.lo]
+    return out
+
+
+def block_bounds(pool_size: int, count: int) -> np.ndarray:
+  """[count + 1] starts of the `count` contiguous blocks (sizes differ by at most 1)."""
+  return np.array([pool_size * p // count for p in range(count + 1)], np.int64)
+
+
+def owners(indices: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+  """The process (block) that holds each pool index."""
+  return np.searchsorted(bounds, np.asarray(indices), side='right') - 1
+
+
+def process_rows(sharding: jax.sharding.Sharding, n: int) -> list[np.ndarray]:
+  """For each process, the rows of an [n, ...] array that `sharding` puts on its devices."""
+  rows = [[] for _ in range(jax.process_count())]
+  for device, index in sharding.devices_indices_map((n,)).items():
+    rows[device.process_index].extend(range(*index[0].indices(n)))
+  return [np.unique(np.asarray(r, np.int64)) for r in rows]
+
+
+def shard(images: np.ndarray, process: int, count: int) -> HostShard:
+  """Process `process`'s block of the in-memory `images`."""
+  bounds = block_bounds(len(images), count)
+  lo, hi = bounds[process:process + 2]
+  return HostShard(np.ascontiguousarray(images[lo:hi]), len(images), int(lo), bounds)
+
+
+def is_sharded(images) -> bool:
+  return isinstance(images, HostShard)
+
+
+def gather_blocks(local: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+  """Every process's block of a small per-sample array (labels), joined in pool order."""
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  width = int(np.max(np.diff(bounds)))
+  padded = np.zeros((width, *local.shape[1:]), local.dtype)
+  padded[:len(local)] = local
+  blocks = np.asarray(multihost_utils.process_allgather(padded))  # [count, width, ...]
+  return np.concatenate([b[:n] for b, n in zip(blocks, np.diff(bounds))])
+
+
+def split_by_owner(indices: np.ndarray, bounds: np.ndarray) -> list[np.ndarray]:
+  """Positions into `indices` held by each process, in order."""
+  who = owners(indices, bounds)
+  return [np.nonzero(who == p)[0] for p in range(len(bounds) - 1)]
+
+
+def block_batches(rng: np.random.Generator, pool: np.ndarray, bounds: np.ndarray,
+                  rows: Sequence[np.ndarray], n_steps: int, batch: int,
+                  replace: bool = False, what: str = 'labeled') -> np.ndarray:
+  """[n_steps, batch] pool indices: row set rows[p] of every batch drawn from block p.
+
+  replace=False: each block's samples shuffled and cycled (an epoch over the block);
+  True: drawn at random with replacement (unlabeled batches). Every process computes
+  the same plan from the same `rng`.
+  """
+  out = np.zeros((n_steps, batch), np.int64)
+  for p, positions in enumerate(split_by_owner(pool, bounds)):
+    mine = np.asarray(pool)[positions]
+    if not len(mine):
+      raise ConfigError(f'Process {p} holds none of the {what} samples (config.host_pool); '
+                        'set --config.host_pool=False for this run.')
+    need = n_steps * len(rows[p])
+    draw = (rng.choice(mine, need, replace=True) if replace
+            else np.resize(rng.permutation(mine), need))
+    out[:, rows[p]] = draw.reshape(n_steps, len(rows[p]))
+  return out
