@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -151,27 +150,6 @@ def test_bad_config_values_fail_before_anything_is_written(tiny_config, tmp_path
   with pytest.raises(ValueError, match=message):
     driver.run(tiny_config, workdir)
   assert not os.path.exists(os.path.join(workdir, 'checkpoints'))
-
-
-def test_command_line_runs_with_overrides(tmp_path):
-  """`python -m tod_jax.main` as in the README, with --config.key=value overrides; here as a
-  one-process jax.distributed cluster (README, "Scale"), the multi-host code path."""
-  with socket.socket() as s:
-    s.bind(('localhost', 0))
-    port = s.getsockname()[1]
-  result = subprocess.run(
-      [sys.executable, '-m', 'tod_jax.main', '--config=configs/digits.py',
-       f'--workdir={tmp_path}', '--config.num_cycles=1', '--config.num_epochs=1',
-       '--config.strategy=random', '--config.progress_bar=False',
-       '--config.distributed=True', f'--config.coordinator_address=localhost:{port}',
-       '--config.num_processes=1', '--config.process_id=0'],
-      cwd=ROOT, capture_output=True, text=True, timeout=600)
-  assert result.returncode == 0, result.stderr[-3000:]
-  (record,) = _records(str(tmp_path))
-  assert record['strategy'] == 'random' and record['num_labeled'] == 144
-  assert 'cycle 1: 144 labeled' in result.stderr
-  assert 'Process 0 of 1' in result.stderr  # jax.distributed.initialize ran.
-  assert os.listdir(os.path.join(str(tmp_path), 'tensorboard'))
 
 
 def test_num_cpu_devices_splits_the_cpu_before_jax_starts():
