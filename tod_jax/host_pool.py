@@ -12,6 +12,7 @@ from typing import Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from tod_jax.errors import ConfigError
 
@@ -22,10 +23,13 @@ class HostShard:
   Shape, length and dtype are the whole pool's; `take` reads owned rows.
   """
 
-  def __init__(self, local: np.ndarray, pool_size: int, lo: int, bounds: np.ndarray):
-    self.local, self.lo, self.hi, self.bounds = local, lo, lo + len(local), bounds
-    self.shape = (pool_size, *local.shape[1:])
-    self.dtype, self.ndim, self.nbytes = local.dtype, local.ndim, local.nbytes
+  def __init__(self, local: np.ndarray, bounds: np.ndarray, process: int):
+    """`local`: block `process` of the blocks that `bounds` (block_bounds) delimits."""
+    self.local, self.bounds = local, bounds
+    self.lo, self.hi = int(bounds[process]), int(bounds[process + 1])
+    if len(local) != self.hi - self.lo:
+      raise ValueError(f'block {process} has {self.hi - self.lo} rows, got {len(local)}')
+    self.shape, self.dtype = (int(bounds[-1]), *local.shape[1:]), local.dtype
 
   def __len__(self) -> int:
     return self.shape[0]
@@ -66,8 +70,8 @@ def process_rows(sharding: jax.sharding.Sharding, n: int) -> list[np.ndarray]:
 def shard(images: np.ndarray, process: int, count: int) -> HostShard:
   """Process `process`'s block of the in-memory `images`."""
   bounds = block_bounds(len(images), count)
-  lo, hi = bounds[process:process + 2]
-  return HostShard(np.ascontiguousarray(images[lo:hi]), len(images), int(lo), bounds)
+  return HostShard(np.ascontiguousarray(images[bounds[process]:bounds[process + 1]]), bounds,
+                   process)
 
 
 def is_sharded(images) -> bool:
@@ -76,7 +80,6 @@ def is_sharded(images) -> bool:
 
 def gather_blocks(local: np.ndarray, bounds: np.ndarray) -> np.ndarray:
   """Every process's block of a small per-sample array (labels), joined in pool order."""
-  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
   width = int(np.max(np.diff(bounds)))
   padded = np.zeros((width, *local.shape[1:]), local.dtype)
   padded[:len(local)] = local

@@ -202,10 +202,11 @@ def load_tfds(name: str, data_dir: str = '', block: Optional[tuple[int, int]] = 
   if block is None:
     train_x, train_y = _read_records(sources, train_ids, spec)
   else:
-    bounds = host_pool.block_bounds(len(train_ids), block[1])
-    lo, hi = bounds[block[0]:block[0] + 2]
-    local_x, local_y = _read_records(sources, train_ids[lo:hi], spec)
-    train_x = host_pool.HostShard(local_x, len(train_ids), int(lo), bounds)
+    process, count = block
+    bounds = host_pool.block_bounds(len(train_ids), count)
+    local_x, local_y = _read_records(sources, train_ids[bounds[process]:bounds[process + 1]],
+                                     spec)
+    train_x = host_pool.HostShard(local_x, bounds, process)
     train_y = host_pool.gather_blocks(local_y, bounds)
   return Dataset(name, train_x, train_y, test_x, test_y, num_classes, spec.mean, spec.std)
 
