@@ -1,13 +1,16 @@
-"""Where the ResNet-18 train step loses to PyTorch on a CPU: its 3x3 convolutions, op by op.
+"""Where the ResNet-18 train step lost to PyTorch on a CPU: its 3x3 convolutions, op by op.
 
 For each stage shape of the CIFAR ResNet-18 (32x32x64, 16x16x128, 8x8x256, 4x4x512; stride 1,
 SAME padding, batch 256 = 128 labeled + 128 unlabeled), times three ops on their own:
 `forward` (the convolution), `input_grad` (its VJP with respect to the input) and
-`filter_grad` (with respect to the kernel), each as one jitted XLA call (jax.vjp's backward
-function, the forward excluded) and the same op in PyTorch (torch.nn.functional.conv2d,
-torch.nn.grad.conv2d_input, torch.nn.grad.conv2d_weight). Prints one JSON line per
-(impl, shape, op) with the best-of-`--repeats` seconds, then tod_jax / PyTorch speed ratios
-(> 1: XLA faster). Runs on jax's default device (no CPU split: one op, one device).
+`filter_grad` (with respect to the kernel), each as one jitted call (jax.vjp's backward
+function, the forward excluded), for XLA's own convolution (`tod_jax_xla`), for the one
+tod_jax's models use (`tod_jax`: tod_jax.conv, XLA's forward and input gradient, the filter
+gradient as blocked matmuls on CPU where it applies) and for PyTorch
+(torch.nn.functional.conv2d, torch.nn.grad.conv2d_input, torch.nn.grad.conv2d_weight).
+Prints one JSON line per (impl, shape, op) with the best-of-`--repeats` seconds, then each
+tod_jax implementation / PyTorch speed ratio (> 1: tod_jax faster). Runs on jax's default
+device (no CPU split: one op, one device).
 
   python benchmarks/conv_benchmark.py
   python benchmarks/conv_benchmark.py --smoke     # batch 4, two small shapes (tests)
@@ -20,6 +23,8 @@ import sys
 import jax
 import jax.numpy as jnp
 
+from tod_jax import conv
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_utils  # noqa: E402  pylint: disable=g-import-not-at-top
 
@@ -27,15 +32,14 @@ SHAPES = ((32, 64), (16, 128), (8, 256), (4, 512))  # (height = width, channels)
 OPS = ('forward', 'input_grad', 'filter_grad')
 
 
-def _conv(x, w):
-  return jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME',
-                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+JAX_IMPLS = {'tod_jax_xla': jax.lax.conv_general_dilated, 'tod_jax': conv.conv_general_dilated}
 
 
-def bench_jax(batch: int, size: int, channels: int, repeats: int) -> dict:
-  """Seconds per op: {'forward', 'input_grad', 'filter_grad'}."""
+def bench_jax(conv_fn, batch: int, size: int, channels: int, repeats: int) -> dict:
+  """Seconds per op of `conv_fn` (a conv_general_dilated): {'forward', 'input_grad', 'filter_grad'}."""
   x = jax.random.normal(jax.random.PRNGKey(0), (batch, size, size, channels))
   w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, channels, channels)) * 0.05
+  _conv = lambda x, w: conv_fn(x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
   y, backward = jax.vjp(_conv, x, w)
   dy = jnp.ones_like(y)
   fns = {'forward': jax.jit(_conv),
@@ -70,9 +74,9 @@ def main(argv=None) -> list[dict]:
   parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
   parser.add_argument('--batch', type=int, default=256)
   parser.add_argument('--repeats', type=int, default=3)
-  parser.add_argument('--smoke', action='store_true', help='batch 4, shapes 8x8x8 and 4x4x16')
+  parser.add_argument('--smoke', action='store_true', help='batch 4, shapes 16x16x16 and 4x4x16')
   args = parser.parse_args(argv)
-  shapes = ((8, 8), (4, 16)) if args.smoke else SHAPES
+  shapes = ((16, 16), (4, 16)) if args.smoke else SHAPES
   batch, repeats = (4, 1) if args.smoke else (args.batch, args.repeats)
   try:
     torch = bench_utils.import_torch()
@@ -81,7 +85,7 @@ def main(argv=None) -> list[dict]:
     skipped = bench_utils.skipped('torch', str(e))
   lines = [] if torch is not None else [skipped]
   for size, channels in shapes:
-    impls = [('tod_jax_xla', bench_jax(batch, size, channels, repeats))]
+    impls = [(name, bench_jax(fn, batch, size, channels, repeats)) for name, fn in JAX_IMPLS.items()]
     if torch is not None:
       impls.append((bench_utils.torch_impl(torch), bench_torch(torch, batch, size, channels,
                                                                repeats)))
@@ -93,10 +97,11 @@ def main(argv=None) -> list[dict]:
             'seconds': seconds[op], 'inverse_seconds': 1.0 / seconds[op]})
         lines.append(by_impl[impl, op])
     if torch is not None:
-      for op in OPS:
-        ratio = bench_utils.ratio(by_impl['tod_jax_xla', op], by_impl[impls[1][0], op],
-                                  'inverse_seconds')
-        lines.append(bench_utils.emit({**ratio, 'op': op, 'size': size, 'channels': channels}))
+      for name in JAX_IMPLS:
+        for op in OPS:
+          ratio = bench_utils.ratio(by_impl[name, op], by_impl[impls[-1][0], op],
+                                    'inverse_seconds')
+          lines.append(bench_utils.emit({**ratio, 'op': op, 'size': size, 'channels': channels}))
   return lines
 
 

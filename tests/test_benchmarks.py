@@ -111,13 +111,15 @@ def test_conv_benchmark_smoke(capsys):
   lines = _printed(capsys, conv_benchmark.main(['--smoke']))
   measured = [line for line in lines if 'seconds' in line]
   impls = sorted({line['impl'] for line in measured})
-  assert len(impls) == 1 + int(HAVE_TORCH) and 'tod_jax_xla' in impls
+  assert len(impls) == 2 + int(HAVE_TORCH) and {'tod_jax', 'tod_jax_xla'} <= set(impls)
   assert len(measured) == len(impls) * 2 * 3  # Two shapes, three ops.
   for line in measured:
     assert line['op'] in conv_benchmark.OPS and line['batch'] == 4
     assert line['inverse_seconds'] == pytest.approx(1 / line['seconds'])
   if HAVE_TORCH:
-    pairs = [('tod_jax_xla', impls[1], op, size) for op in conv_benchmark.OPS for size in (8, 4)]
+    torch_impl = next(i for i in impls if i.startswith('torch'))
+    pairs = [(jax_impl, torch_impl, op, size) for jax_impl in ('tod_jax_xla', 'tod_jax')
+             for op in conv_benchmark.OPS for size in (16, 4)]
     _check_ratios(lines, 'inverse_seconds', pairs, key=lambda line: (line['op'], line['size']))
   else:
     assert lines[0]['impl'] == 'torch' and 'skipped' in lines[0]

@@ -23,6 +23,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tod_jax import conv as conv_lib
+
 ModuleDef = Any
 
 
@@ -74,7 +76,7 @@ class DRNSeg(nn.Module):
     """Logits [B, H, W, classes]; `dropout` (default: `train`) as in models.SmallCNN."""
     height, width = x.shape[1:3]
     # He initialisation over fan-out, normal(0, sqrt(2 / (k * k * out))), as in the reference.
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
+    conv = functools.partial(conv_lib.Conv, use_bias=False, dtype=self.dtype,
                              kernel_init=nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'))
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=self.dtype)

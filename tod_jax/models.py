@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from tod_jax import conv as conv_lib
 from tod_jax import drn
 from tod_jax.registry import Registry
 
@@ -69,7 +70,7 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False, dropout: Optional[bool] = None):
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, padding='SAME')
+    conv = functools.partial(conv_lib.Conv, use_bias=False, dtype=self.dtype, padding='SAME')
     if self.torch_padding:
       conv = functools.partial(_symmetric_conv, conv)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
@@ -103,7 +104,7 @@ class SmallCNN(nn.Module):
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              dtype=self.dtype)
     for i, width in enumerate(self.widths):
-      x = nn.Conv(width, (3, 3), use_bias=False, dtype=self.dtype)(x)
+      x = conv_lib.Conv(width, (3, 3), use_bias=False, dtype=self.dtype)(x)
       x = nn.relu(norm()(x))
       self.sow('intermediates', f'stage{i + 1}', x)
       if i == 0:
