@@ -8,11 +8,15 @@ function, the forward excluded), for XLA's own convolution (`tod_jax_xla`), for 
 tod_jax's models use (`tod_jax`: tod_jax.conv, XLA's forward and input gradient, the filter
 gradient as blocked matmuls on CPU where it applies) and for PyTorch
 (torch.nn.functional.conv2d, torch.nn.grad.conv2d_input, torch.nn.grad.conv2d_weight).
+XLA:CPU's kernels are those of `--cpu_convolutions` (as config.cpu_convolutions sets them for
+a ResNet-18 run: 'eigen' by default, 'xla_default' for YNNPACK's in jaxlib 0.10), recorded in
+each line.
 Prints one JSON line per (impl, shape, op) with the best-of-`--repeats` seconds, then each
 tod_jax implementation / PyTorch speed ratio (> 1: tod_jax faster). Runs on jax's default
 device (no CPU split: one op, one device).
 
   python benchmarks/conv_benchmark.py
+  python benchmarks/conv_benchmark.py --cpu_convolutions=xla_default
   python benchmarks/conv_benchmark.py --smoke     # batch 4, two small shapes (tests)
 """
 
@@ -22,8 +26,10 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import jaxlib.version
+import ml_collections
 
-from tod_jax import conv
+from tod_jax import conv, devices
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_utils  # noqa: E402  pylint: disable=g-import-not-at-top
@@ -74,9 +80,14 @@ def main(argv=None) -> list[dict]:
   parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
   parser.add_argument('--batch', type=int, default=256)
   parser.add_argument('--repeats', type=int, default=3)
-  parser.add_argument('--smoke', action='store_true', help='batch 4, shapes 16x16x16 and 4x4x16')
+  parser.add_argument('--smoke', action='store_true', help='batch 4, shapes 32x32x16 and 4x4x16')
+  parser.add_argument('--cpu_convolutions', default='eigen', choices=devices.CPU_CONVOLUTIONS)
   args = parser.parse_args(argv)
-  shapes = ((16, 16), (4, 16)) if args.smoke else SHAPES
+  run_config = ml_collections.ConfigDict({'cpu_convolutions': args.cpu_convolutions})
+  flags = devices.xla_flags(run_config, os.environ.get('XLA_FLAGS', ''),
+                            jaxlib.version.__version__, large_model=True)  # ResNet-18's convs.
+  os.environ['XLA_FLAGS'] = flags  # Before JAX starts its backends (no effect once started).
+  shapes = ((32, 16), (4, 16)) if args.smoke else SHAPES
   batch, repeats = (4, 1) if args.smoke else (args.batch, args.repeats)
   try:
     torch = bench_utils.import_torch()
@@ -94,6 +105,7 @@ def main(argv=None) -> list[dict]:
       for op in OPS:
         by_impl[impl, op] = bench_utils.emit({
             'impl': impl, 'op': op, 'batch': batch, 'size': size, 'channels': channels,
+            'cpu_convolutions': args.cpu_convolutions,
             'seconds': seconds[op], 'inverse_seconds': 1.0 / seconds[op]})
         lines.append(by_impl[impl, op])
     if torch is not None:

@@ -1,7 +1,6 @@
 """Every command line: a user's mistake ends with one line (problem and fix), exit code 1 and
 no traceback; a bug keeps its traceback. Configs load from any working directory."""
 
-import json
 import os
 import subprocess
 import sys

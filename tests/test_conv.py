@@ -10,13 +10,13 @@ import pytest
 from tod_jax import conv, models
 
 
+def conv3x3(x, w):
+  return conv.blocked_conv(x, w, (1, 1), ((1, 1), (1, 1)))
+
+
 def _xla_conv(x, w):
   return jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
                                       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-
-
-def _xla_filter_grad(x, dy, w):
-  return jax.vjp(lambda k: _xla_conv(x, k), w)[1](dy)[0]
 
 
 def test_blocked_filter_grad_by_hand():
@@ -34,38 +34,48 @@ def test_blocked_filter_grad_by_hand():
                                 [[0, 0, 0], [0, 0, 1], [0, 2, 3]])
 
 
-@pytest.mark.parametrize('batch,height,width,cin,cout', [
-    (8, 5, 7, 3, 4),   # Eight groups of one image each.
-    (6, 4, 4, 2, 5),   # gcd(6, 8) = 2 groups of three.
-    (3, 6, 3, 4, 2),   # An odd batch: one group.
+@pytest.mark.parametrize('batch,height,width,cin,cout,kernel,strides,padding', [
+    (8, 5, 7, 3, 4, (3, 3), (1, 1), ((1, 1), (1, 1))),  # Eight groups of one image each.
+    (6, 4, 4, 2, 5, (3, 3), (1, 1), ((1, 1), (1, 1))),  # gcd(6, 8) = 2 groups of three.
+    (3, 6, 3, 4, 2, (3, 3), (1, 1), ((1, 1), (1, 1))),  # An odd batch: one group.
+    (4, 8, 8, 3, 2, (3, 3), (2, 2), ((0, 1), (0, 1))),  # 'SAME' at stride 2 (the ResNet's).
+    (4, 8, 6, 3, 2, (3, 3), (2, 2), ((1, 1), (1, 1))),  # PyTorch's padding at stride 2.
+    (4, 8, 8, 3, 2, (1, 1), (2, 2), ((0, 0), (0, 0))),  # The 1x1 shortcut: no odd residue.
+    (2, 9, 7, 2, 3, (5, 3), (3, 2), ((2, 1), (0, 2))),  # Odd sizes, strides, padding.
+    (2, 6, 6, 2, 3, (2, 2), (1, 1), ((0, 0), (0, 0))),  # 'VALID', an even kernel.
 ])
-def test_blocked_filter_grad_equals_xla(batch, height, width, cin, cout):
-  kx, kd, kw = jax.random.split(jax.random.PRNGKey(batch), 3)
+def test_blocked_filter_grad_equals_xla(batch, height, width, cin, cout, kernel, strides,
+                                        padding):
+  kx, kd = jax.random.split(jax.random.PRNGKey(batch))
   x = jax.random.normal(kx, (batch, height, width, cin))
-  dy = jax.random.normal(kd, (batch, height, width, cout))
-  w = jnp.zeros((3, 3, cin, cout))
-  blocked = jax.jit(conv.blocked_filter_grad)(x, dy)
-  chex.assert_trees_all_close(blocked, _xla_filter_grad(x, dy, w), rtol=1e-5, atol=1e-5)
+  w = jnp.zeros((*kernel, cin, cout))
+  out_shape = jax.eval_shape(lambda x: conv._conv(x, w, strides, padding), x).shape
+  dy = jax.random.normal(kd, out_shape)
+  blocked = jax.jit(conv.blocked_filter_grad, static_argnums=(2, 3, 4))(
+      x, dy, kernel, strides, padding)
+  xla = jax.vjp(lambda k: jax.lax.conv_general_dilated(
+      x, k, strides, padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC')), w)[1](dy)[0]
+  chex.assert_trees_all_close(blocked, xla, rtol=1e-5, atol=1e-5)
 
 
 def test_conv3x3_values_and_gradients_equal_xla_in_float32_and_bfloat16():
   kx, kw = jax.random.split(jax.random.PRNGKey(0))
-  x = jax.random.normal(kx, (4, 16, 16, 16))
+  x = jax.random.normal(kx, (4, 16, 16, 16))  # blocked_conv applies at any size.
   w = jax.random.normal(kw, (3, 3, 16, 8)) * 0.1
   loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))
-  np.testing.assert_array_equal(conv.conv3x3(x, w), _xla_conv(x, w))
-  ours = jax.jit(jax.grad(loss(conv.conv3x3), argnums=(0, 1)))(x, w)
+  np.testing.assert_array_equal(conv3x3(x, w), _xla_conv(x, w))
+  ours = jax.jit(jax.grad(loss(conv3x3), argnums=(0, 1)))(x, w)
   xla = jax.jit(jax.grad(loss(_xla_conv), argnums=(0, 1)))(x, w)
   chex.assert_trees_all_close(ours, xla, rtol=1e-5, atol=1e-4)
   xb, wb = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
-  ours = jax.grad(lambda w: jnp.sum(conv.conv3x3(xb, w).astype(jnp.float32)))(wb)
+  ours = jax.grad(lambda w: jnp.sum(conv3x3(xb, w).astype(jnp.float32)))(wb)
   xla = jax.grad(lambda w: jnp.sum(_xla_conv(xb, w).astype(jnp.float32)))(wb)
   chex.assert_type(ours, jnp.bfloat16)
   chex.assert_trees_all_close(ours.astype(jnp.float32), xla.astype(jnp.float32), rtol=2e-2)
 
 
 def test_cpu_lowers_the_blocked_gradient_other_platforms_xla_convolution():
-  grad = jax.jit(jax.grad(lambda w, x: conv.conv3x3(x, w).sum()))
+  grad = jax.jit(jax.grad(lambda w, x: conv3x3(x, w).sum()))
   traced = grad.trace(jnp.ones((3, 3, 16, 16)), jnp.ones((2, 16, 16, 16)))
   cpu, cuda = (traced.lower(lowering_platforms=(p,)).as_text() for p in ('cpu', 'cuda'))
   assert 'while' in cpu and 'convolution' not in cpu
@@ -73,15 +83,16 @@ def test_cpu_lowers_the_blocked_gradient_other_platforms_xla_convolution():
 
 
 @pytest.mark.parametrize('shape,kernel,kwargs,blocked', [
-    ((2, 16, 16, 16), (3, 3, 16, 8), {}, True),
-    ((2, 16, 16, 16), (3, 3, 16, 8), {'padding': 'SAME'}, True),
-    ((2, 8, 8, 16), (3, 3, 16, 8), {}, False),      # Below MIN_PIXELS.
-    ((2, 16, 16, 3), (3, 3, 3, 8), {}, False),      # Below MIN_CHANNELS.
-    ((2, 16, 16, 16), (3, 3, 16, 8), {'window_strides': (2, 2)}, False),
-    ((2, 16, 16, 16), (1, 1, 16, 8), {'padding': ((0, 0), (0, 0))}, False),
-    ((2, 16, 16, 16), (3, 3, 16, 8), {'rhs_dilation': (2, 2), 'padding': ((2, 2), (2, 2))}, False),
+    ((2, 32, 32, 16), (3, 3, 16, 8), {}, True),
+    ((2, 32, 32, 16), (3, 3, 16, 8), {'padding': 'SAME'}, True),
+    ((2, 16, 16, 16), (3, 3, 16, 8), {}, False),    # Below MIN_PIXELS.
+    ((2, 32, 32, 3), (3, 3, 3, 8), {}, False),      # Below MIN_CHANNELS.
+    ((2, 32, 32, 16), (3, 3, 16, 8), {'window_strides': (2, 2), 'padding': 'SAME'}, True),
+    ((2, 32, 32, 16), (1, 1, 16, 8), {'window_strides': (2, 2), 'padding': 'VALID'}, True),
+    ((2, 32, 32, 16), (3, 3, 8, 8), {'feature_group_count': 2}, False),
+    ((2, 32, 32, 16), (3, 3, 16, 8), {'rhs_dilation': (2, 2), 'padding': ((2, 2), (2, 2))}, False),
 ])
-def test_conv_general_dilated_blocks_only_large_3x3_stride_1(shape, kernel, kwargs, blocked):
+def test_conv_general_dilated_blocks_only_large_undilated_convolutions(shape, kernel, kwargs, blocked):
   args = {'window_strides': (1, 1), 'padding': ((1, 1), (1, 1)),
           'dimension_numbers': ('NHWC', 'HWIO', 'NHWC'), **kwargs}
   x, w = jnp.ones(shape), jnp.ones(kernel)
@@ -93,7 +104,7 @@ def test_conv_general_dilated_blocks_only_large_3x3_stride_1(shape, kernel, kwar
 
 def test_resnet_gradients_equal_those_of_plain_flax_convolutions(monkeypatch):
   model = models.ResNet(10, stage_sizes=(1, 1), widths=(16, 32))  # ResNet-18's blocks, fewer.
-  x = jax.random.normal(jax.random.PRNGKey(0), (4, 16, 16, 3))
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 32, 32, 3))
   variables = model.init(jax.random.PRNGKey(1), x)
   labels = jnp.arange(4)
 
@@ -106,7 +117,7 @@ def test_resnet_gradients_equal_those_of_plain_flax_convolutions(monkeypatch):
 
   ours = grads()
   jaxpr = str(jax.make_jaxpr(lambda x: model.apply(variables, x))(x))
-  assert 'custom_vjp_call' in jaxpr  # The first stage (16x16x16) is blocked.
+  assert 'custom_vjp_call' in jaxpr  # The first stage (32x32x16) is blocked.
   monkeypatch.setattr(conv, 'Conv', nn.Conv)
   plain = grads()
   assert 'custom_vjp_call' not in str(jax.make_jaxpr(lambda x: model.apply(variables, x))(x))

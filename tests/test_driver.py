@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import make_tiny_config
-from tod_jax import checkpointing, driver, input_pipeline, rundir, tod, train
+from tod_jax import checkpointing, devices, driver, input_pipeline, rundir, tod, train
 from tod_jax import cycle as cycle_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -142,6 +142,7 @@ def test_damaged_checkpoint_is_a_clear_error(tiny_config, tmp_path):
     ('budget_fraction', 0.5, 'cycles need .* but the pool has 1437'),
     ('compute_dtype', 'float16', "compute_dtype 'float16' is not supported"),
     ('data_on_device', 'yes', "data_on_device 'yes' is not one of"),
+    ('cpu_convolutions', 'onednn', "Unknown cpu_convolutions 'onednn'"),
 ])
 def test_bad_config_values_fail_before_anything_is_written(tiny_config, tmp_path, field, value,
                                                            message):
@@ -152,16 +153,44 @@ def test_bad_config_values_fail_before_anything_is_written(tiny_config, tmp_path
   assert not os.path.exists(os.path.join(workdir, 'checkpoints'))
 
 
-def test_num_cpu_devices_splits_the_cpu_before_jax_starts():
-  """config.num_cpu_devices=3 gives a 3-device CPU mesh (a fresh process: JAX not started)."""
+def test_setup_devices_splits_the_cpu_and_picks_eigen_convolutions_before_jax_starts():
+  """config.num_cpu_devices=3 gives a 3-device CPU mesh, and cpu_convolutions='eigen'
+  compiles a convolution without YNNPACK (a fresh process: JAX not started)."""
   code = ('from configs import digits; from tod_jax import devices, sharded_map\n'
           'config = digits.get_config(); config.num_cpu_devices = 3\n'
+          'config.cpu_convolutions = "eigen"\n'
           'devices.setup_devices(config)\n'
-          'import jax; print(jax.device_count(), sharded_map.make_mesh().size)')
+          'import jax, jax.numpy as jnp\n'
+          'def hlo(**options):\n'
+          '  conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", '
+          'dimension_numbers=("NHWC", "HWIO", "NHWC")), compiler_options=options)\n'
+          '  return conv.lower(jnp.ones((4, 32, 32, 64)), jnp.ones((3, 3, 64, 64))).compile().as_text()\n'
+          'ynn = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"}\n'
+          'print(jax.device_count(), sharded_map.make_mesh().size, "__ynn_fusion" in hlo(), '
+          '"__ynn_fusion" in hlo(**ynn))')  # The last: the same conv with YNNPACK's convolutions.
   result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True,
                           text=True, timeout=300, env={**os.environ, 'XLA_FLAGS': ''})
   assert result.returncode == 0, result.stderr[-3000:]
-  assert result.stdout.split() == ['3', '3']
+  assert result.stdout.split() == ['3', '3', 'False', 'True']
+
+
+def test_xla_flags_add_eigen_convolutions_only_where_they_apply():
+  config = make_tiny_config()
+  assert config.cpu_convolutions == 'auto'
+  assert devices.xla_flags(config, '', '0.10.2', large_model=True) == devices.EIGEN_CONV_FLAG
+  assert devices.xla_flags(config, '', '0.10.2', large_model=False) == ''
+  config.cpu_convolutions = 'eigen'
+  assert devices.xla_flags(config, '--xla_foo=1', '0.11.0', large_model=False) == (
+      f'--xla_foo=1 {devices.EIGEN_CONV_FLAG}')
+  mine = '--xla_cpu_experimental_ynn_fusion_type=individual_dot'
+  assert devices.xla_flags(config, mine, '0.10.2', True) == mine  # The user's own choice stays.
+  for version in ('0.9.2', '0.12.0', '1.0.0'):  # Jaxlibs not known to have the flag.
+    assert devices.xla_flags(config, '--xla_foo=1', version, True) == '--xla_foo=1'
+  config.cpu_convolutions = 'xla_default'
+  assert devices.xla_flags(config, '', '0.10.2', large_model=True) == ''
+  config.cpu_convolutions = 'mkl'
+  with pytest.raises(ValueError, match="Unknown cpu_convolutions 'mkl'"):
+    devices.xla_flags(config, '', '0.10.2', True)
 
 
 def test_two_cycle_synthetic_segmentation_run(tmp_path):

@@ -1,20 +1,21 @@
-"""A drop-in `lax.conv_general_dilated` whose 3x3 filter gradient is fast on CPU.
+"""A drop-in `lax.conv_general_dilated` whose filter gradient is fast on CPU.
 
-XLA:CPU computes the filter gradient of a 3x3 convolution about 5x slower than
-oneDNN does (benchmarks/conv_benchmark.py), and that gradient held tod_jax's
-train step below PyTorch's on CPU. Here, for the 3x3, stride-1, pad-1 NHWC
-convolutions of at least MIN_PIXELS output pixels, the filter gradient is one
-matrix product per few images:
+XLA:CPU computes the filter gradient of ResNet-18's 32x32 convolutions up to 5x
+slower than oneDNN does (benchmarks/conv_benchmark.py), and that gradient held
+tod_jax's train step below PyTorch's on CPU. Here, for the NHWC convolutions
+without dilation whose input has at least MIN_PIXELS pixels and MIN_CHANNELS
+channels, the filter gradient is one matrix product per few images; for stride 1:
 
   dW[i, j] = sum_{b,h,w} x_pad[b, h + i, w + j]^T dy[b, h, w]
            = block (j, i) of  X^T Y,  X[(b, r, w), (j, c)] = x_pad[b, r, w + j, c],
                                       Y[(b, r, w), (i, d)] = dy[b, r - i, w, d] (0 outside),
 
-summed over a loop of batch chunks small enough to stay in cache. The batch is
-first split into GROUPS groups (a batch dimension of the product), so a batch
-sharded over up to GROUPS devices is reduced once, after the loop. Every other
-convolution, every other platform and the forward and input-gradient passes are
-XLA's own (`lax.platform_dependent` picks at lowering).
+summed over a loop of batch chunks small enough to stay in cache (stride s: one
+product per kernel-row residue mod s). The batch is first split into groups (a
+batch dimension of the product), IMAGES_PER_DEVICE per device, so a batch sharded
+over the devices stays sharded and is reduced once, after the loop. Every other convolution, every other
+platform and the forward and input-gradient passes are XLA's own
+(`lax.platform_dependent` picks at lowering).
 """
 
 import functools
@@ -27,96 +28,122 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-MIN_PIXELS = 256  # Output pixels (H x W) from which the blocked gradient wins (16 x 16 on).
+# Input pixels (H x W) from which the blocked gradient wins: 32 x 32 with XLA's Eigen kernels
+# (devices.py; 16 x 16 with YNNPACK's), measured on 2 CPU devices, README "Benchmarks".
+MIN_PIXELS = 1024
 MIN_CHANNELS = 16  # Input channels from which it wins (not the 3-channel stem).
-GROUPS = 8  # Batch groups: a multiple of every device count up to 8, so no resharding.
+IMAGES_PER_DEVICE = 2  # Images per device per loop step (measured best on 1 and 2 CPU devices).
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
+Padding = tuple[tuple[int, int], tuple[int, int]]
 
 
-def _conv3x3(x: chex.Array, w: chex.Array) -> chex.Array:
-  return lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=_NHWC)
+def _conv(x: chex.Array, w: chex.Array, strides: tuple[int, int], padding: Padding) -> chex.Array:
+  return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=_NHWC)
 
 
-def blocked_filter_grad(x: chex.Array, dy: chex.Array) -> chex.Array:
-  """The gradient [3, 3, C, D] of sum(dy * conv3x3(x, w)) w.r.t. w, as blocked matmuls.
+def blocked_filter_grad(x: chex.Array, dy: chex.Array, kernel_size: tuple[int, int] = (3, 3),
+                        strides: tuple[int, int] = (1, 1),
+                        padding: Padding = ((1, 1), (1, 1))) -> chex.Array:
+  """The gradient [kh, kw, C, D] of sum(dy * conv(x, w)) w.r.t. w, as blocked matmuls.
+
+  dW[i, j] = sum_{b,h,w} x_pad[b, s*h + i, s*w + j]^T dy[b, h, w]. Kernel rows i are taken
+  by their residue m = i mod s: rows r = s*q + m of x_pad against dy shifted down by
+  (i - m) / s rows, one product per residue for all its taps and all kernel columns.
 
   Args:
-    x: the convolution's input [B, H, W, C]; dy: the output's cotangent [B, H, W, D].
+    x: the convolution's input [B, H, W, C]; dy: the output's cotangent [B, H', W', D];
+    kernel_size, strides, padding: the convolution's (explicit (low, high) padding).
   """
-  b, h, w, c = x.shape
-  d = dy.shape[-1]
-  groups = math.gcd(b, GROUPS)
-  xs = x.reshape(groups, b // groups, h, w, c)
-  ds = dy.reshape(groups, b // groups, h, w, d)
+  (kh, kw), (sh, sw) = kernel_size, strides
+  b, _, _, c = x.shape
+  _, ho, wo, d = dy.shape
+  # Groups: a batch dimension of the product, a multiple of the device count (no resharding).
+  groups = math.gcd(b, IMAGES_PER_DEVICE * jax.device_count())
+  xs = x.reshape(groups, b // groups, *x.shape[1:])
+  ds = dy.reshape(groups, b // groups, *dy.shape[1:])
+  residues = [m for m in range(sh) if m < kh]  # Kernel rows m, m + sh, ... share a product.
+  taps = {m: len(range(m, kh, sh)) for m in residues}
 
   def chunk(t, acc):
-    xt = lax.dynamic_index_in_dim(xs, t, 1, keepdims=False)
+    xt = jnp.pad(lax.dynamic_index_in_dim(xs, t, 1, keepdims=False), ((0, 0), *padding, (0, 0)))
     dt = lax.dynamic_index_in_dim(ds, t, 1, keepdims=False)
-    xp = jnp.pad(xt, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    cols = jnp.stack([xp[:, :, j:j + w] for j in range(3)], -2).reshape(groups, -1, 3 * c)
-    rows = jnp.stack([jnp.pad(dt, ((0, 0), (i, 2 - i), (0, 0), (0, 0))) for i in range(3)],
-                     -2).reshape(groups, -1, 3 * d)
-    return acc + lax.dot_general(cols, rows, (((1,), (1,)), ((0,), (0,))),
-                                 preferred_element_type=jnp.float32)
+    out = []
+    for m, total in zip(residues, acc):
+      rows = xt[:, m::sh][:, :ho + taps[m] - 1]
+      cols = jnp.stack([rows[:, :, j:j + sw * (wo - 1) + 1:sw] for j in range(kw)], -2)
+      shifted = jnp.stack([jnp.pad(dt, ((0, 0), (n, taps[m] - 1 - n), (0, 0), (0, 0)))
+                           for n in range(taps[m])], -2)
+      out.append(total + lax.dot_general(
+          cols.reshape(groups, -1, kw * c), shifted.reshape(groups, -1, taps[m] * d),
+          (((1,), (1,)), ((0,), (0,))), preferred_element_type=jnp.float32))
+    return tuple(out)
 
-  total = lax.fori_loop(0, b // groups, chunk, jnp.zeros((groups, 3 * c, 3 * d), jnp.float32))
-  return total.sum(0).reshape(3, c, 3, d).transpose(2, 0, 1, 3).astype(x.dtype)
-
-
-def _xla_filter_grad(x: chex.Array, dy: chex.Array, w: chex.Array) -> chex.Array:
-  return jax.vjp(lambda k: _conv3x3(x, k), w)[1](dy)[0]
-
-
-@jax.custom_vjp
-def conv3x3(x: chex.Array, w: chex.Array) -> chex.Array:
-  """3x3, stride 1, pad 1 NHWC/HWIO convolution; its filter gradient is blocked on CPU."""
-  return _conv3x3(x, w)
-
-
-def _fwd(x, w):
-  return _conv3x3(x, w), (x, w)
+  init = tuple(jnp.zeros((groups, kw * c, taps[m] * d), jnp.float32) for m in residues)
+  sums = lax.fori_loop(0, b // groups, chunk, init)
+  by_row = {}
+  for m, total in zip(residues, sums):
+    blocks = total.sum(0).reshape(kw, c, taps[m], d)
+    for n in range(taps[m]):
+      by_row[m + sh * n] = blocks[:, :, n]
+  return jnp.stack([by_row[i] for i in range(kh)]).astype(x.dtype)
 
 
-def _bwd(residuals, dy):
+def _xla_filter_grad(x, dy, w, strides, padding):
+  return jax.vjp(lambda k: _conv(x, k, strides, padding), w)[1](dy)[0]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def blocked_conv(x: chex.Array, w: chex.Array, strides: tuple[int, int],
+                 padding: Padding) -> chex.Array:
+  """NHWC/HWIO convolution (explicit padding, no dilation); its filter gradient is blocked on CPU."""
+  return _conv(x, w, strides, padding)
+
+
+def _fwd(x, w, strides, padding):
+  return _conv(x, w, strides, padding), (x, w)
+
+
+def _bwd(strides, padding, residuals, dy):
   x, w = residuals
-  dx = jax.vjp(lambda z: _conv3x3(z, w), x)[1](dy)[0]
-  dw = lax.platform_dependent(x, dy, w, cpu=lambda x, dy, w: blocked_filter_grad(x, dy),
-                              default=_xla_filter_grad)
+  dx = jax.vjp(lambda z: _conv(z, w, strides, padding), x)[1](dy)[0]
+  blocked = lambda x, dy, w: blocked_filter_grad(x, dy, w.shape[:2], strides, padding)
+  dw = lax.platform_dependent(x, dy, w, cpu=blocked,
+                              default=lambda x, dy, w: _xla_filter_grad(x, dy, w, strides, padding))
   return dx, dw.astype(w.dtype)
 
 
-conv3x3.defvjp(_fwd, _bwd)
+blocked_conv.defvjp(_fwd, _bwd)
 
 
-def _is_blocked(lhs: chex.Array, rhs: chex.Array, window_strides: Any, padding: Any,
-                lhs_dilation: Any, rhs_dilation: Any, dimension_numbers: Any,
-                feature_group_count: int, batch_group_count: int) -> bool:
-  """Whether the call is a conv3x3 large enough for the blocked filter gradient."""
-  if lhs.ndim != 4 or rhs.shape[:2] != (3, 3) or feature_group_count != 1:
-    return False
-  if batch_group_count != 1 or tuple(window_strides) != (1, 1):
-    return False
+def _blocked_padding(lhs: chex.Array, rhs: chex.Array, window_strides: Any, padding: Any,
+                     lhs_dilation: Any, rhs_dilation: Any, dimension_numbers: Any,
+                     feature_group_count: int, batch_group_count: int) -> Padding | None:
+  """The explicit padding if the call is a conv for the blocked filter gradient, else None."""
+  if lhs.ndim != 4 or feature_group_count != 1 or batch_group_count != 1:
+    return None
   if any(d is not None and tuple(d) != (1, 1) for d in (lhs_dilation, rhs_dilation)):
-    return False
-  if padding != 'SAME' and tuple(map(tuple, padding)) != ((1, 1), (1, 1)):
-    return False
-  numbers = lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
-  if dimension_numbers is None or (
-      lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) != numbers):
-    return False
-  return lhs.shape[1] * lhs.shape[2] >= MIN_PIXELS and lhs.shape[3] >= MIN_CHANNELS
+    return None
+  if dimension_numbers is None or (lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+                                   != lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)):
+    return None
+  if lhs.shape[1] * lhs.shape[2] < MIN_PIXELS or lhs.shape[3] < MIN_CHANNELS:
+    return None
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
+  return tuple((int(lo), int(hi)) for lo, hi in padding)
 
 
 def conv_general_dilated(lhs: chex.Array, rhs: chex.Array, window_strides, padding,
                          lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
                          feature_group_count: int = 1, batch_group_count: int = 1,
                          precision=None, preferred_element_type=None) -> chex.Array:
-  """`lax.conv_general_dilated`, with conv3x3 where it applies (for nn.Conv's
+  """`lax.conv_general_dilated`, with blocked_conv where it applies (for nn.Conv's
   `conv_general_dilated=`); same values, a differently summed filter gradient."""
-  if precision is None and preferred_element_type is None and _is_blocked(
+  blocked = precision is None and preferred_element_type is None and _blocked_padding(
       lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-      feature_group_count, batch_group_count):
-    return conv3x3(lhs, rhs)
+      feature_group_count, batch_group_count)
+  if blocked:
+    return blocked_conv(lhs, rhs, tuple(window_strides), blocked)
   return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                   dimension_numbers, feature_group_count, batch_group_count,
                                   precision, preferred_element_type)

@@ -1,6 +1,7 @@
-"""Which devices a run uses: the CPU split into XLA devices, and multi-host initialisation.
+"""Which devices a run uses: the CPU split into XLA devices, XLA:CPU's convolution kernels,
+and multi-host initialisation.
 
-Both must run before any other JAX call (the command lines call setup_devices first).
+All must run before any other JAX call (the command lines call setup_devices first).
 """
 
 import math
@@ -11,18 +12,48 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import jaxlib.version
 import ml_collections
 from absl import logging
 from jax.experimental import multihost_utils
 
-from tod_jax.errors import UserError
+from tod_jax.errors import ConfigError, UserError
 
 
 # Models with at least this many parameters train and score faster with the CPU split into one
-# XLA device per core (measured on 2 cores, README "Benchmarks": ResNet-18, 11.2M parameters);
-# the 0.1M-parameter digits CNN ran slower split (57 s instead of 44 s a run).
+# XLA device per core, and with Eigen's convolutions (measured on 2 cores, README "Benchmarks":
+# ResNet-18, 11.2M parameters); the 0.1M-parameter digits CNN ran slower split (57 s instead
+# of 44 s a run), and the README's digits results were measured with XLA's default kernels.
 LARGE_MODEL_PARAMS = 1_000_000
 MAX_AUTO_CPU_DEVICES = 8
+
+# XLA:CPU in jaxlib 0.10 runs convolutions through YNNPACK by default; its own Eigen kernels ran
+# ResNet-18's 1.2-5x faster here (README "Benchmarks"). The flag takes YNNPACK's convolutions
+# out (its matmuls and reductions stay). Set only for jaxlib versions known to have the flag:
+# XLA aborts on an unknown one.
+EIGEN_CONV_FLAG = '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution'
+EIGEN_CONV_JAXLIB = ((0, 10), (0, 12))  # [first, last) jaxlib (major, minor) with the flag.
+CPU_CONVOLUTIONS = ('auto', 'eigen', 'xla_default')
+
+
+def check_cpu_convolutions(name: str) -> None:
+  if name not in CPU_CONVOLUTIONS:
+    raise ConfigError(f'Unknown cpu_convolutions {name!r}; set --config.cpu_convolutions to '
+                      f'one of {list(CPU_CONVOLUTIONS)}.')
+
+
+def xla_flags(config: ml_collections.ConfigDict, flags: str, jaxlib_version: str,
+              large_model: bool) -> str:
+  """XLA_FLAGS for config.cpu_convolutions: `flags` plus EIGEN_CONV_FLAG for 'eigen', and for
+  'auto' with a large model (unless the flags already choose YNNPACK's fusions, or this
+  jaxlib predates or outlived the flag)."""
+  check_cpu_convolutions(config.cpu_convolutions)
+  eigen = config.cpu_convolutions == 'eigen' or (config.cpu_convolutions == 'auto' and large_model)
+  version = tuple(int(p) for p in jaxlib_version.split('.')[:2])
+  first, last = EIGEN_CONV_JAXLIB
+  if not eigen or 'xla_cpu_experimental_ynn_fusion_type' in flags or not first <= version < last:
+    return flags
+  return f'{flags} {EIGEN_CONV_FLAG}'.strip()
 
 
 def model_parameter_count(config: ml_collections.ConfigDict) -> int:
@@ -34,15 +65,20 @@ def model_parameter_count(config: ml_collections.ConfigDict) -> int:
   return sum(math.prod(x.shape) for x in jax.tree.leaves(shapes['params']))
 
 
-def auto_cpu_devices(config: ml_collections.ConfigDict, cores: Optional[int] = None) -> int:
+def is_large_model(config: ml_collections.ConfigDict) -> bool:
+  """Whether config.model has at least LARGE_MODEL_PARAMS parameters."""
+  try:
+    return model_parameter_count(config) >= LARGE_MODEL_PARAMS
+  except Exception:  # A user's model that cannot take a 32x32x3 probe: small.  pylint: disable=broad-except
+    return False
+
+
+def auto_cpu_devices(config: ml_collections.ConfigDict, cores: Optional[int] = None,
+                     large_model: Optional[bool] = None) -> int:
   """The CPU device count of num_cpu_devices=-1: one per core (at most 8) for a large model,
   else 1; always a divisor of the batch sizes, so every batch splits evenly."""
   cores = min(cores or os.cpu_count() or 1, MAX_AUTO_CPU_DEVICES)
-  try:
-    large = model_parameter_count(config) >= LARGE_MODEL_PARAMS
-  except Exception:  # A user's model that cannot take a 32x32x3 probe: no split.  pylint: disable=broad-except
-    large = False
-  if not large:
+  if not (is_large_model(config) if large_model is None else large_model):
     return 1
   batches = [config.batch_size] + ([config.unlabeled_batch_size] if config.semi else [])
   return max(n for n in range(1, cores + 1) if all(b % n == 0 for b in batches))
@@ -54,13 +90,19 @@ def setup_devices(config: ml_collections.ConfigDict) -> None:
   config.num_cpu_devices splits the host CPU into that many XLA devices
   (jax_num_cpu_devices), so the mesh runs data parallel over the cores; -1 (the
   default) chooses with auto_cpu_devices, 0 keeps XLA's one multi-threaded device.
-  It has no effect on GPU/TPU meshes. config.distributed: initialize_distributed.
+  It has no effect on GPU/TPU meshes. config.cpu_convolutions: xla_flags (XLA:CPU only).
+  config.distributed: initialize_distributed.
   """
+  large = is_large_model(config)
+  flags = xla_flags(config, os.environ.get('XLA_FLAGS', ''), jaxlib.version.__version__, large)
+  if flags != os.environ.get('XLA_FLAGS', ''):
+    os.environ['XLA_FLAGS'] = flags  # Read when JAX starts its backends.
+    logging.info('XLA:CPU convolutions: Eigen (cpu_convolutions=%r).', config.cpu_convolutions)
   if config.num_cpu_devices < 0 and 'xla_force_host_platform_device_count' in os.environ.get(
       'XLA_FLAGS', ''):
     count = 0  # The user split the CPU with XLA_FLAGS already.
   else:
-    count = (auto_cpu_devices(config) if config.num_cpu_devices < 0
+    count = (auto_cpu_devices(config, large_model=large) if config.num_cpu_devices < 0
              else config.num_cpu_devices)
   if count > 1 or config.num_cpu_devices > 0:
     jax.config.update('jax_num_cpu_devices', count)

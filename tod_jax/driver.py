@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from tod_jax import (checkpointing, cycle, input_pipeline, label_noise, label_sources,
+from tod_jax import (checkpointing, cycle, devices, input_pipeline, label_noise, label_sources,
                      loss_forms, models, pretrained, rundir, strategies, tod)
 from tod_jax.errors import ConfigError
 
@@ -51,6 +51,7 @@ def validate_config(config: ml_collections.ConfigDict, own_dataset: bool = False
   label_noise.check_probability(config.label_noise)
   cycle.snapshot_intervals(config)
   input_pipeline.check_data_on_device(config.data_on_device)
+  devices.check_cpu_convolutions(config.cpu_convolutions)
   if config.host_pool and config.strategy == 'vaal':
     raise ConfigError("strategy 'vaal' trains on every pool image in each process; set "
                       '--config.host_pool=False for it.')

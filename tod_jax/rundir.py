@@ -26,14 +26,16 @@ CONFIG, METRICS = 'config.json', 'metrics.jsonl'
 RESUMABLE_CHANGES = frozenset(
     {'num_cycles', 'progress_bar', 'tensorboard', 'score_chunk_size', 'data_dir',
      'data_on_device', 'device_data_max_bytes', 'distributed', 'coordinator_address',
-     'num_processes', 'process_id', 'num_cpu_devices', 'distributed_timeout', 'host_pool'})
+     'num_processes', 'process_id', 'num_cpu_devices', 'distributed_timeout', 'host_pool',
+     'cpu_convolutions'})
 # Config fields added after runs were saved: a config.json without one had this value.
 ADDED_FIELDS = {'label_noise': 0.0, 'label_noise_seed': 0, 'snapshot_intervals': '',
                 'compute_dtype': 'float32', 'tod_loss_form': 'paper', 'cod_interval': 'cycle',
                 'vaal_latent_size': 32, 'vaal_width': 128, 'vaal_discriminator_width': 512,
                 'vaal_beta': 1.0, 'vaal_adversary_weight': 1.0, 'vaal_learning_rate': 5e-4,
                 'vaal_batch_size': 64, 'vaal_vae_steps': 2, 'vaal_discriminator_steps': 1,
-                'vaal_iteration_fraction': 0.25, 'init_checkpoint': '', 'host_pool': False}
+                'vaal_iteration_fraction': 0.25, 'init_checkpoint': '', 'host_pool': False,
+                'cpu_convolutions': 'xla_default'}
 # Fields renamed since: old name -> new name.
 RENAMED_FIELDS = {'extra_baselines': 'snapshot_intervals', 'loss_baseline': 'loss_teacher'}
 

@@ -86,6 +86,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Devices and hosts (each batch is split over all devices; batch sizes must divide evenly).
   config.num_cpu_devices = -1  # On CPU: N XLA devices (data parallel); -1: auto (devices.py); 0: one.
+  config.cpu_convolutions = 'auto'  # XLA:CPU kernels: 'eigen', 'xla_default'; 'auto': eigen for large models.
   config.distributed = False  # Multi-host: jax.distributed.initialize() before anything else.
   config.coordinator_address = ''  # 'host:port' of process 0; '' = from the environment (TPU, SLURM).
   config.num_processes = 0  # Number of processes (hosts); 0 = from the environment.
