@@ -111,13 +111,16 @@ def main(argv=None):
                       help='pools of 16 and 24, chunk 8, the small CNN (for the test suite)')
   parser.add_argument('--num_cpu_devices', type=int, default=-1,
                       help="as the config field: -1 (auto, a run's default), 0 one device, N")
+  parser.add_argument('--cpu_convolutions', default='auto', choices=devices.CPU_CONVOLUTIONS,
+                      help="as the config field (XLA:CPU's convolution kernels)")
   args = parser.parse_args(argv)
   if args.smoke:
     args.pools, args.chunks, args.repeats, args.model = [16, 24], [8], 1, 'small_cnn'
-  # The CPU split a user's run of this model gets (before JAX starts its backend).
+  # The CPU split and kernels a user's run of this model gets (before JAX starts its backend).
   devices.setup_devices(ml_collections.ConfigDict(dict(
       model=args.model, num_cpu_devices=args.num_cpu_devices, batch_size=min(args.chunks),
-      unlabeled_batch_size=min(args.chunks), semi=False, distributed=False)))
+      unlabeled_batch_size=min(args.chunks), semi=False, distributed=False,
+      cpu_convolutions=args.cpu_convolutions)))
   images = np.random.default_rng(0).integers(0, 256, (max(args.pools), 32, 32, 3),
                                              dtype=np.uint8)
   model = models.create_model(args.model, 10)
