@@ -103,7 +103,7 @@ def test_conv_general_dilated_blocks_only_large_undilated_convolutions(shape, ke
 
 
 def test_resnet_gradients_equal_those_of_plain_flax_convolutions(monkeypatch):
-  model = models.ResNet(10, stage_sizes=(1, 1), widths=(16, 32))  # ResNet-18's blocks, fewer.
+  model = models.ResNet(10, stage_sizes=(1,), widths=(16,))  # ResNet-18's stem and one block.
   x = jax.random.normal(jax.random.PRNGKey(0), (4, 32, 32, 3))
   variables = model.init(jax.random.PRNGKey(1), x)
   labels = jnp.arange(4)
