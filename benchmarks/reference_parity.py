@@ -11,6 +11,9 @@ written here after that script's `__main__`, and compares them:
   python benchmarks/reference_parity.py --reference_dir=/tmp/TOD --seeds=0 --num_cycles=2 \\
       --num_epochs=1                                                          # smoke (tests)
   python benchmarks/reference_parity.py --implementations=tod_jax            # no torch needed
+  python benchmarks/reference_parity.py --reference_dir=/tmp/TOD --config=configs/cifar10.py \
+      --synthetic_cifar=1000 --seeds=0 --strategies=cod --num_epochs=1 --torch_threads=0
+      # ResNet-18: the CIFAR-10 protocol's shape on 1,000 random CIFAR-shaped images
 
 Get a checkout with `git clone https://github.com/siyuhuang/TOD /tmp/TOD` (or, from a
 bare mirror, `git --git-dir=MIRROR archive HEAD | tar -x -C /tmp/TOD`); --reference_dir
@@ -38,11 +41,15 @@ How the reference is run (in this process only):
 - Module globals it reads: AUXILIARY 'TOD' (config.semi; else 'NONE'), SAMPLING 'TOD' for
   cod and 'RANDOM' for random, WEIGHT = config.tod_weight, DATASET 'digits', iters = 0 at
   the start of each run.
-- Network: tod_jax's SmallCNN (conv 3x3 no bias 'same' 32/64/128, each BatchNorm (torch
-  momentum 0.1 = flax 0.9, eps 1e-5) and ReLU, 2x2 max-pool after the first, global
-  average pool) with the reference ResNet's two linear heads (main, consistency); forward
-  returns (scores, cons_scores, features, features_list) as its functions expect.
-  Initialisation is torch's default, not flax's.
+- Network: for config.model 'small_cnn', tod_jax's SmallCNN (conv 3x3 no bias 'same'
+  32/64/128, each BatchNorm (torch momentum 0.1 = flax 0.9, eps 1e-5) and ReLU, 2x2
+  max-pool after the first, global average pool) with the reference ResNet's two linear
+  heads (main, consistency); forward returns (scores, cons_scores, features, features_list)
+  as its functions expect. Initialisation is torch's default, not flax's. For 'resnet18',
+  the checkout's own `models.resnet.ResNet18` (the network of the paper's CIFAR runs).
+- Data: digits, or with --synthetic_cifar=N random uint8 32x32x3 images with random labels
+  (N pool, N // 5 test; bench_utils.synthetic_cifar): a speed comparison, its accuracies
+  are chance.
 - As its `__main__`: models {'backbone', 'ema', 'cod'}, the last two separately initialised
   with detached parameters; the backbone continues across cycles; per cycle a fresh SGD
   (config.learning_rate, momentum, weight decay) and MultiStepLR x lr_decay_factor at
@@ -56,7 +63,8 @@ How the reference is run (in this process only):
   config.crop_padding (flip if config.flip), then (x/255 - mean)/std with tod_jax's digits
   mean/std; test and scoring images are only normalised.
 
-tod_jax runs with the digits config as is (override with --config.<field>=...): its
+tod_jax runs with the digits config as is (override with --config.<field>=...; the devices
+and kernels are those a run of that config gets, devices.setup_devices): its
 defaults follow the reference (cod_first_cycle='lowest', against the network's own initial
 weights rather than a separately initialised one; tod_loss_form='reference'). Its --workdir
 subdirectories must be new: an existing run there would be resumed, not timed.
@@ -80,7 +88,7 @@ from absl import flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_utils  # noqa: E402  pylint: disable=g-import-not-at-top
-from tod_jax import driver, input_pipeline  # noqa: E402
+from tod_jax import devices, driver, input_pipeline  # noqa: E402
 from tod_jax import cycle as cycle_lib  # noqa: E402
 
 IMPLS, STRATEGIES = ('tod_jax', 'reference'), ('cod', 'random')
@@ -100,6 +108,8 @@ def parse_flags(argv: Optional[list[str]]) -> tuple[flags.FlagValues, Any]:
   flags.DEFINE_integer('num_epochs', 0, 'Epochs per cycle, both sides (0: config).',
                        flag_values=fv)
   flags.DEFINE_integer('num_cycles', 0, 'Cycles, both sides (0: config).', flag_values=fv)
+  flags.DEFINE_integer('synthetic_cifar', 0, 'Random CIFAR-shaped pool of this size instead '
+                       'of digits (test: a fifth as many).', flag_values=fv)
   flags.DEFINE_string('workdir', '', 'tod_jax run directories (default: a temporary one).',
                       flag_values=fv)
   flags.DEFINE_string('out', '', 'Also write the JSON lines to this file.', flag_values=fv)
@@ -130,15 +140,16 @@ def reference_missing(reference_dir: str) -> Optional[str]:
   return None
 
 
-def run_tod_jax(config: Any, strategy: str, seed: int, workdir: str
-                ) -> tuple[list[dict], float]:
-  """(per-cycle records, wall seconds) of tod_jax.driver.run in a new `workdir`."""
+def run_tod_jax(config: Any, strategy: str, seed: int, workdir: str,
+                dataset: Optional[input_pipeline.Dataset] = None) -> tuple[list[dict], float]:
+  """(per-cycle records, wall seconds) of tod_jax.driver.run in a new `workdir` (on `dataset`,
+  else config.dataset)."""
   if os.path.isdir(workdir) and os.listdir(workdir):
     raise ValueError(f'{workdir} is not empty: a run there would be resumed, not timed.')
   config = copy.deepcopy(config)
   config.strategy, config.seed = strategy, seed
   start = time.perf_counter()
-  records = driver.run(config, workdir)
+  records = driver.run(config, workdir, dataset)
   wall = time.perf_counter() - start
   return [{'cycle': r['cycle'], 'num_labeled': r['num_labeled'],
            'test_accuracy': 100.0 * r['test_accuracy'], 'train_seconds': r['train_seconds'],
@@ -247,9 +258,15 @@ def reference_loaders(torch, data: dict, labeled, unlabeled, config: Any) -> dic
           'test': loader(data['test'], batch_size=config.batch_size)}
 
 
-def reference_models(torch, num_classes: int, channels: int) -> dict:
+def reference_models(torch, model: str, num_classes: int, channels: int) -> dict:
   """backbone, then cod and ema: separately initialised, parameters detached (as main)."""
-  net = small_cnn_class(torch)
+  if model == 'resnet18':
+    resnet = importlib.import_module('models.resnet').ResNet18  # The checkout's own network.
+    net = lambda num_classes, channels: resnet(num_classes=num_classes)
+  elif model == 'small_cnn':
+    net = small_cnn_class(torch)
+  else:
+    raise ValueError(f'--config.model={model!r}: the reference side has small_cnn and resnet18.')
   models = {'backbone': net(num_classes, channels).cuda(),
             'cod': net(num_classes, channels).cuda(), 'ema': net(num_classes, channels).cuda()}
   for name in ('cod', 'ema'):
@@ -310,7 +327,7 @@ def run_reference(ref, torch, config: Any, data: dict, strategy: str, seed: int
   initial, budget = cycle_lib.plan_sizes(config, pool)
   labeled = np.sort(np.random.default_rng(seed).choice(pool, initial, replace=False))
   channels = data['unlabeled'].images.shape[1]
-  models = reference_models(torch, len(set(data['test'].labels)), channels)
+  models = reference_models(torch, config.model, len(set(data['test'].labels)), channels)
   records = []
   for cycle in range(1, config.num_cycles + 1):
     record, queried = reference_cycle(ref, torch, config, data, models, labeled, cycle, budget,
@@ -384,6 +401,7 @@ def wall_summaries(runs: list[dict]) -> list[dict]:
 def main(argv: Optional[list[str]] = None) -> list[dict]:
   """Runs every (seed, strategy, implementation); returns the JSON lines printed."""
   fv, config = parse_flags(argv)
+  devices.setup_devices(config)  # A run's CPU split and kernels (before JAX starts, if it has not).
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
   lines, out = [], open(fv.out, 'w') if fv.out else None  # pylint: disable=consider-using-with
 
@@ -413,17 +431,19 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
 def run_all(fv: flags.FlagValues, config: Any, workdir: str, emit) -> None:
   """One run per (seed, strategy, implementation): a line per cycle, then one per run."""
   ref = torch = data = None
+  synthetic = (bench_utils.synthetic_cifar(fv.synthetic_cifar, fv.synthetic_cifar // 5)
+               if fv.synthetic_cifar else None)
   if 'reference' in fv.implementations:
     ref, torch = import_reference(fv.reference_dir)
     if fv.torch_threads:
       torch.set_num_threads(fv.torch_threads)
-    data = reference_data(torch, config, input_pipeline.load_digits())
+    data = reference_data(torch, config, synthetic or input_pipeline.load_digits())
   for seed in (int(s) for s in fv.seeds):
     for strategy in fv.strategies:
       for impl in (i for i in IMPLS if i in fv.implementations):
         if impl == 'tod_jax':
           records, wall = run_tod_jax(config, strategy, seed,
-                                      os.path.join(workdir, f'{strategy}_seed{seed}'))
+                                      os.path.join(workdir, f'{strategy}_seed{seed}'), synthetic)
         else:
           records, wall = run_reference(ref, torch, config, data, strategy, seed)
         extra = ({'torch': torch.__version__, 'torch_threads': torch.get_num_threads()}

@@ -236,6 +236,16 @@ def test_reference_parity_smoke():
   assert speed['ratio'] == pytest.approx(walls['reference'] / walls['tod_jax'])
 
 
+def test_reference_parity_on_synthetic_cifar_shaped_data_runs_tod_jax():
+  """--synthetic_cifar: tod_jax's loop on random 32x32x3 images (the ResNet-18 comparison's data)."""
+  lines = _run_parity('--implementations=tod_jax', '--synthetic_cifar=40', '--seeds=0',
+                      '--strategies=cod', '--num_cycles=2', '--num_epochs=1',
+                      '--config.batch_size=8', '--config.unlabeled_batch_size=8')
+  cycles = [line for line in lines if 'cycle' in line and 'summary' not in line]
+  assert [(c['impl'], c['num_labeled']) for c in cycles] == [('tod_jax', 4), ('tod_jax', 6)]
+  assert [line['num_cycles'] for line in lines if 'wall_seconds' in line] == [2]
+
+
 def test_reference_parity_skips_without_checkout(tmp_path):
   env = {k: v for k, v in os.environ.items() if k != 'TOD_REFERENCE_DIR'}
   lines = _run_parity(f'--reference_dir={tmp_path}', env=env)
