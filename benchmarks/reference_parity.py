@@ -124,8 +124,11 @@ def parse_flags(argv: Optional[list[str]]) -> tuple[flags.FlagValues, Any]:
                                 ('implementations', fv.implementations, IMPLS)):
     if not values or set(values) - set(allowed):
       raise ValueError(f'--{name}={",".join(values)}: choose from {",".join(allowed)}.')
-  if (config.dataset, config.model, config.optimizer) != ('digits', 'small_cnn', 'sgd'):
-    raise ValueError('The reference side is written for digits, small_cnn and SGD.')
+  data = 'synthetic' if fv.synthetic_cifar else config.dataset
+  if data not in ('digits', 'synthetic') or config.model not in (
+      'small_cnn', 'resnet18') or config.optimizer != 'sgd':
+    raise ValueError('The reference side is written for digits or --synthetic_cifar, small_cnn '
+                     'or resnet18, and SGD.')
   return fv, config
 
 

@@ -105,6 +105,11 @@ class Scorer:
     self._confusion = functools.lru_cache(maxsize=None)(functools.partial(mapper, _confusion))
     self._discrepancy = PoolMapper(lambda _, pair: tod.output_discrepancy(*pair), chunk_size,
                                    self.mesh)
+    # Logits in chunks of a given size: a test set smaller than a chunk is one chunk of its own
+    # size, not padded to chunk_size for every evaluation (200 images: 5x less work at 1,024).
+    self._logits_in = functools.lru_cache(maxsize=None)(
+        lambda size: PoolMapper(functools.partial(_logits, model.apply, mean, std), size,
+                                self.mesh))
     self._output_shapes = {}
     self.chunk_size = self._logits.chunk_size  # Pool samples per call (a device multiple).
 
@@ -177,8 +182,9 @@ class Scorer:
     return self._mc_uncertainty(num_samples, measure)((variables, rng), images, indices)
 
   def accuracy(self, variables: chex.ArrayTree, images: np.ndarray, labels: np.ndarray) -> float:
-    """Top-1 accuracy of `variables` on (images, labels)."""
-    return float(np.mean(np.argmax(self.logits(variables, images), -1) == labels))
+    """Top-1 accuracy of `variables` on (images, labels), in chunks of at most len(images)."""
+    logits = self._logits_in(min(self.chunk_size, len(images)))(variables, images, None)
+    return float(np.mean(np.argmax(logits, -1) == labels))
 
   def confusion(self, variables: chex.ArrayTree, images: np.ndarray, labels: np.ndarray,
                 num_classes: int, ignore_label: Optional[int] = None) -> np.ndarray:
