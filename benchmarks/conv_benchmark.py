@@ -42,7 +42,7 @@ JAX_IMPLS = {'tod_jax_xla': jax.lax.conv_general_dilated, 'tod_jax': conv.conv_g
 
 
 def bench_jax(conv_fn, batch: int, size: int, channels: int, repeats: int) -> dict:
-  """Seconds per op of `conv_fn` (a conv_general_dilated): {'forward', 'input_grad', 'filter_grad'}."""
+  """Seconds per op of `conv_fn` (a conv_general_dilated): forward, input_grad, filter_grad."""
   x = jax.random.normal(jax.random.PRNGKey(0), (batch, size, size, channels))
   w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, channels, channels)) * 0.05
   _conv = lambda x, w: conv_fn(x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
@@ -96,7 +96,8 @@ def main(argv=None) -> list[dict]:
     skipped = bench_utils.skipped('torch', str(e))
   lines = [] if torch is not None else [skipped]
   for size, channels in shapes:
-    impls = [(name, bench_jax(fn, batch, size, channels, repeats)) for name, fn in JAX_IMPLS.items()]
+    impls = [(name, bench_jax(fn, batch, size, channels, repeats))
+             for name, fn in JAX_IMPLS.items()]
     if torch is not None:
       impls.append((bench_utils.torch_impl(torch), bench_torch(torch, batch, size, channels,
                                                                repeats)))

@@ -237,7 +237,7 @@ def test_reference_parity_smoke():
 
 
 def test_reference_parity_on_synthetic_cifar_shaped_data_runs_tod_jax():
-  """--synthetic_cifar: tod_jax's loop on random 32x32x3 images (the ResNet-18 comparison's data)."""
+  """--synthetic_cifar: tod_jax's loop on random 32x32x3 images (the ResNet-18 run's data)."""
   lines = _run_parity('--implementations=tod_jax', '--synthetic_cifar=40', '--seeds=0',
                       '--strategies=cod', '--num_cycles=2', '--num_epochs=1',
                       '--config.batch_size=8', '--config.unlabeled_batch_size=8')

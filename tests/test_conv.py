@@ -92,7 +92,8 @@ def test_cpu_lowers_the_blocked_gradient_other_platforms_xla_convolution():
     ((2, 32, 32, 16), (3, 3, 8, 8), {'feature_group_count': 2}, False),
     ((2, 32, 32, 16), (3, 3, 16, 8), {'rhs_dilation': (2, 2), 'padding': ((2, 2), (2, 2))}, False),
 ])
-def test_conv_general_dilated_blocks_only_large_undilated_convolutions(shape, kernel, kwargs, blocked):
+def test_conv_general_dilated_blocks_only_large_undilated_convolutions(shape, kernel, kwargs,
+                                                                       blocked):
   args = {'window_strides': (1, 1), 'padding': ((1, 1), (1, 1)),
           'dimension_numbers': ('NHWC', 'HWIO', 'NHWC'), **kwargs}
   x, w = jnp.ones(shape), jnp.ones(kernel)

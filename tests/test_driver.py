@@ -164,8 +164,10 @@ def test_setup_devices_splits_the_cpu_and_picks_eigen_convolutions_before_jax_st
           'def hlo(**options):\n'
           '  conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", '
           'dimension_numbers=("NHWC", "HWIO", "NHWC")), compiler_options=options)\n'
-          '  return conv.lower(jnp.ones((4, 32, 32, 64)), jnp.ones((3, 3, 64, 64))).compile().as_text()\n'
-          'ynn = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"}\n'
+          '  x, w = jnp.ones((4, 32, 32, 64)), jnp.ones((3, 3, 64, 64))\n'
+          '  return conv.lower(x, w).compile().as_text()\n'
+          'ynn = {"xla_cpu_experimental_ynn_fusion_type": '
+          '"LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"}\n'
           'print(jax.device_count(), sharded_map.make_mesh().size, "__ynn_fusion" in hlo(), '
           '"__ynn_fusion" in hlo(**ynn))')  # The last: the same conv with YNNPACK's convolutions.
   result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True,

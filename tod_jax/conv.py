@@ -12,10 +12,10 @@ channels, the filter gradient is one matrix product per few images; for stride 1
 
 summed over a loop of batch chunks small enough to stay in cache (stride s: one
 product per kernel-row residue mod s). The batch is first split into groups (a
-batch dimension of the product), IMAGES_PER_DEVICE per device, so a batch sharded
-over the devices stays sharded and is reduced once, after the loop. Every other convolution, every other
-platform and the forward and input-gradient passes are XLA's own
-(`lax.platform_dependent` picks at lowering).
+batch dimension of the product), IMAGES_PER_DEVICE per device, so a batch
+sharded over the devices stays sharded and is reduced once, after the loop.
+Every other convolution, every other platform and the forward and
+input-gradient passes are XLA's own (`lax.platform_dependent` picks at lowering).
 """
 
 import functools
@@ -95,7 +95,7 @@ def _xla_filter_grad(x, dy, w, strides, padding):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def blocked_conv(x: chex.Array, w: chex.Array, strides: tuple[int, int],
                  padding: Padding) -> chex.Array:
-  """NHWC/HWIO convolution (explicit padding, no dilation); its filter gradient is blocked on CPU."""
+  """NHWC/HWIO convolution (explicit padding, no dilation), filter gradient blocked on CPU."""
   return _conv(x, w, strides, padding)
 
 
@@ -123,8 +123,8 @@ def _blocked_padding(lhs: chex.Array, rhs: chex.Array, window_strides: Any, padd
     return None
   if any(d is not None and tuple(d) != (1, 1) for d in (lhs_dilation, rhs_dilation)):
     return None
-  if dimension_numbers is None or (lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-                                   != lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)):
+  numbers = lambda spec: lax.conv_dimension_numbers(lhs.shape, rhs.shape, spec)
+  if dimension_numbers is None or numbers(dimension_numbers) != numbers(_NHWC):
     return None
   if lhs.shape[1] * lhs.shape[2] < MIN_PIXELS or lhs.shape[3] < MIN_CHANNELS:
     return None

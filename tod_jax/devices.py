@@ -69,7 +69,7 @@ def is_large_model(config: ml_collections.ConfigDict) -> bool:
   """Whether config.model has at least LARGE_MODEL_PARAMS parameters."""
   try:
     return model_parameter_count(config) >= LARGE_MODEL_PARAMS
-  except Exception:  # A user's model that cannot take a 32x32x3 probe: small.  pylint: disable=broad-except
+  except Exception:  # A model that cannot take a 32x32x3 probe: small.  pylint: disable=broad-except
     return False
 
 
