@@ -263,13 +263,11 @@ def reference_loaders(torch, data: dict, labeled, unlabeled, config: Any) -> dic
 
 def reference_models(torch, model: str, num_classes: int, channels: int) -> dict:
   """backbone, then cod and ema: separately initialised, parameters detached (as main)."""
-  if model == 'resnet18':
+  if model == 'resnet18':  # parse_flags allows resnet18 and small_cnn.
     resnet = importlib.import_module('models.resnet').ResNet18  # The checkout's own network.
     net = lambda num_classes, channels: resnet(num_classes=num_classes)
-  elif model == 'small_cnn':
-    net = small_cnn_class(torch)
   else:
-    raise ValueError(f'--config.model={model!r}: the reference side has small_cnn and resnet18.')
+    net = small_cnn_class(torch)
   models = {'backbone': net(num_classes, channels).cuda(),
             'cod': net(num_classes, channels).cuda(), 'ema': net(num_classes, channels).cuda()}
   for name in ('cod', 'ema'):

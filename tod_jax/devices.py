@@ -93,7 +93,9 @@ def setup_devices(config: ml_collections.ConfigDict) -> None:
   It has no effect on GPU/TPU meshes. config.cpu_convolutions: xla_flags (XLA:CPU only).
   config.distributed: initialize_distributed.
   """
-  large = is_large_model(config)
+  # Counting the model's parameters traces its init: only when an 'auto' setting needs it.
+  large = (config.num_cpu_devices < 0 or config.cpu_convolutions == 'auto') and is_large_model(
+      config)
   flags = xla_flags(config, os.environ.get('XLA_FLAGS', ''), jaxlib.version.__version__, large)
   if flags != os.environ.get('XLA_FLAGS', ''):
     os.environ['XLA_FLAGS'] = flags  # Read when JAX starts its backends.
