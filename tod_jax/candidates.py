@@ -61,7 +61,7 @@ def train_candidate(config: ml_collections.ConfigDict, dataset: Dataset, labeled
                               config.compute_dtype)
   key = jax.random.PRNGKey(config.seed)
   variables = init_variables(model, jax.random.fold_in(key, 0), dataset.image_shape,
-                             loss_forms.uses_consistency_head(config))
+                             loss_forms.uses_consistency_head(config), config.param_init)
   snapshots = Snapshots(baseline_intervals, per_epoch, total, variables)
 
   state = create_train_state(model, variables, create_optimizer(config),

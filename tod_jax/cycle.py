@@ -18,8 +18,8 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from tod_jax import (loss_forms, loss_prediction, metrics, models, pretrained, snapshots,
-                     strategies, train)
+from tod_jax import (initializers, loss_forms, loss_prediction, metrics, models, pretrained,
+                     snapshots, strategies, train)
 from tod_jax.errors import ConfigError
 from tod_jax.input_pipeline import Dataset
 from tod_jax.scoring import Scorer, shared_scorer
@@ -106,13 +106,15 @@ def initial_variables(config: ml_collections.ConfigDict, model: nn.Module,
   if dataset.is_segmentation and config.crop_size:  # Fully convolutional: init on a crop.
     input_shape = (config.crop_size, config.crop_size, input_shape[-1])
   init_vars = init_variables(model, jax.random.fold_in(base_key, 0), input_shape,
-                             loss_forms.uses_consistency_head(config))
+                             loss_forms.uses_consistency_head(config), config.param_init)
   if config.init_checkpoint:  # Pretrained weights; a head of another shape stays as initialised.
     init_vars, _ = pretrained.load(config.init_checkpoint, config.model, init_vars)
   init_head = None
   if strategies.needs_loss_head(config.strategy):  # LL4AL's module, trained with the model.
-    init_head = loss_prediction.init_params(model, init_vars, jax.random.fold_in(base_key, 2),
-                                            input_shape)
+    init_head = initializers.apply(
+        config.param_init, loss_prediction.init_params(
+            model, init_vars, jax.random.fold_in(base_key, 2), input_shape),
+        jax.random.fold_in(base_key, 3))
   return init_vars, init_head
 
 

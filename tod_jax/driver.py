@@ -12,8 +12,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from tod_jax import (checkpointing, cycle, devices, input_pipeline, label_noise, label_sources,
-                     loss_forms, models, pretrained, rundir, strategies, tod)
+from tod_jax import (checkpointing, cycle, devices, initializers, input_pipeline, label_noise,
+                     label_sources, loss_forms, models, pretrained, rundir, strategies, tod)
 from tod_jax.errors import ConfigError
 
 DTYPES = ('float32', 'bfloat16')  # Allowed for compute_dtype and kept_outputs_dtype.
@@ -32,6 +32,7 @@ def validate_config(config: ml_collections.ConfigDict, own_dataset: bool = False
       raise ConfigError(f'{field} {config[field]!r} is not supported; set --config.{field} '
                         f'to one of {DTYPES}.')
   models.MODELS.get(config.model)
+  initializers.check(config.param_init)
   if config.init_checkpoint:  # Before the dataset loads, which can take minutes.
     pretrained.check_path(config.init_checkpoint)
   strategies.check_config(config)

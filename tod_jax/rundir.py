@@ -35,7 +35,7 @@ ADDED_FIELDS = {'label_noise': 0.0, 'label_noise_seed': 0, 'snapshot_intervals':
                 'vaal_beta': 1.0, 'vaal_adversary_weight': 1.0, 'vaal_learning_rate': 5e-4,
                 'vaal_batch_size': 64, 'vaal_vae_steps': 2, 'vaal_discriminator_steps': 1,
                 'vaal_iteration_fraction': 0.25, 'init_checkpoint': '', 'host_pool': False,
-                'cpu_convolutions': 'xla_default'}
+                'cpu_convolutions': 'xla_default', 'param_init': 'flax'}
 # Fields renamed since: old name -> new name.
 RENAMED_FIELDS = {'extra_baselines': 'snapshot_intervals', 'loss_baseline': 'loss_teacher'}
 

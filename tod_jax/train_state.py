@@ -11,7 +11,7 @@ import ml_collections
 import optax
 from flax.training import train_state
 
-from tod_jax import loss_forms
+from tod_jax import initializers, loss_forms
 from tod_jax.errors import ConfigError
 
 
@@ -82,11 +82,12 @@ def _jitted_init(model: nn.Module):
 
 
 def init_variables(model: nn.Module, rng: chex.PRNGKey, image_shape: tuple[int, ...],
-                   consistency_head: bool = False) -> dict:
+                   consistency_head: bool = False, param_init: str = 'flax') -> dict:
   """Initial {'params', 'batch_stats'} for one input of `image_shape` (H, W, C).
 
   With `consistency_head` (tod_loss_form='reference') the params also hold the
-  consistency head, a Dense layer on the model's sown 'features'.
+  consistency head, a Dense layer on the model's sown 'features'. `param_init`:
+  flax's layer defaults or PyTorch's ('pytorch', initializers.py).
   """
   x = jnp.zeros((1, *image_shape), jnp.float32)
   variables = _jitted_init(model)(rng, x, train=False)
@@ -98,6 +99,7 @@ def init_variables(model: nn.Module, rng: chex.PRNGKey, image_shape: tuple[int, 
                        "pooled 'features'; use --config.tod_loss_form=paper for this model.")
     params = {**params, loss_forms.CONSISTENCY_HEAD: loss_forms.init_consistency_head(
         jax.random.fold_in(rng, 1), sown['intermediates']['features'][0], logits.shape[-1])}
+  params = initializers.apply(param_init, params, jax.random.fold_in(rng, 2))
   return {'params': params, 'batch_stats': variables.get('batch_stats', {})}
 
 
