@@ -12,6 +12,7 @@ import math
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import traverse_util
 
 from tod_jax.errors import ConfigError
@@ -25,11 +26,6 @@ def check(scheme: str) -> None:
                       f'{", ".join(SCHEMES)}.')
 
 
-def _uniform(key: chex.PRNGKey, like: chex.Array, fan_in: int) -> chex.Array:
-  bound = 1.0 / math.sqrt(fan_in)
-  return jax.random.uniform(key, like.shape, jnp.float32, -bound, bound).astype(like.dtype)
-
-
 def pytorch(params: dict, rng: chex.PRNGKey) -> dict:
   """`params` re-drawn as PyTorch initialises its layers.
 
@@ -39,15 +35,20 @@ def pytorch(params: dict, rng: chex.PRNGKey) -> dict:
   their values.
   """
   flat = traverse_util.flatten_dict(params)
-  out = dict(flat)
-  for i, path in enumerate(sorted(flat, key=str)):
+  out, drawn = dict(flat), []  # drawn: (path, 1/sqrt(fan_in)) of the uniform leaves.
+  for path in sorted(flat, key=str):
     layer, name, leaf = path[:-1], path[-1], flat[path]
     kernel = flat.get(layer + ('kernel',))
     if kernel is not None and name in ('kernel', 'bias'):
-      fan_in = math.prod(kernel.shape[:-1])
-      out[path] = _uniform(jax.random.fold_in(rng, i), leaf, fan_in)
+      drawn.append((path, 1.0 / math.sqrt(math.prod(kernel.shape[:-1]))))
     elif kernel is None and layer + ('scale',) in flat and name in ('scale', 'bias'):
       out[path] = (jnp.ones_like if name == 'scale' else jnp.zeros_like)(leaf)
+  sizes = [flat[path].size for path, _ in drawn]
+  # One draw for every leaf: one small compilation whatever the model.
+  u = np.asarray(jax.random.uniform(rng, (sum(sizes),), jnp.float32, -1.0, 1.0))
+  for (path, bound), start in zip(drawn, np.cumsum([0] + sizes[:-1])):
+    leaf = flat[path]
+    out[path] = jnp.asarray(u[start:start + leaf.size].reshape(leaf.shape) * bound, leaf.dtype)
   return traverse_util.unflatten_dict(out)
 
 
