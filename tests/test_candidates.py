@@ -39,7 +39,7 @@ def test_baselines_are_taken_the_interval_before_the_end(saved):
   # A whole-run interval makes the initial weights the baseline.
   init = init_variables(models.create_model(config.model, 10),
                         jax.random.fold_in(jax.random.PRNGKey(config.seed), 0), ds.image_shape,
-                        loss_forms.uses_consistency_head(config))
+                        loss_forms.uses_consistency_head(config), config.param_init)
   chex.assert_trees_all_close(cand.baseline('2epochs'), init)
   leaves = lambda t: np.concatenate([np.ravel(x) for x in jax.tree.leaves(t['params'])])
   final, one_step, one_epoch = (leaves(v) for v in (
