@@ -135,6 +135,8 @@ def register_model(name: str, factory: Callable[..., nn.Module]) -> None:
   Strategies that need features ('coreset', LL4AL, tod_loss_form='reference')
   need it to sow 'features' (and 'stage<i>') into 'intermediates' as the built-in
   models do; MC dropout needs `dropout=True` to turn dropout on at inference.
+  config.param_init='pytorch' (the default) re-draws its initial values (initializers.py);
+  'flax' keeps the module's own initialisers.
   """
   MODELS.register(name, factory)
 
