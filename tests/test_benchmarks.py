@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
 import bench_utils  # noqa: E402
 import conv_benchmark  # noqa: E402
 import cycle_benchmark  # noqa: E402
+import init_flatness  # noqa: E402
 import score_benchmark  # noqa: E402
 import train_benchmark  # noqa: E402
 
@@ -268,3 +269,13 @@ def test_gpu_suite_smoke_mode_writes_every_section(tmp_path):
   (digits,) = [line for line in lines if line.get('impl') == 'tod_jax_digits_run']
   assert digits['cycles'] == 1 and 0 <= digits['test_accuracy'][0] <= 1
   assert all(line['device']['platform'] == jax.devices()[0].platform for line in lines)
+
+
+def test_init_flatness_prints_each_init_and_pytorch_is_flatter(capsys):
+  lines = _printed(capsys, init_flatness.main(['--seeds=0']))
+  means = {l['init']: l['mean_mean_sq_dev_from_uniform'] for l in lines if 'seeds' in l}
+  assert {'tod_jax pytorch', 'tod_jax flax'} <= set(means)
+  assert len([l for l in lines if 'seed' in l]) == len(means)  # One seed per init.
+  assert means['tod_jax pytorch'] < means['tod_jax flax'] / 5
+  if not HAVE_TORCH:
+    assert any(l.get('impl') == 'torch' and 'skipped' in l for l in lines)
