@@ -62,7 +62,7 @@ def main(argv=None) -> list[dict]:
   try:
     torch = bench_utils.import_torch()
   except ImportError as e:
-    records.append(bench_utils.emit(bench_utils.skipped('torch', str(e))))
+    records.append(bench_utils.skipped('torch', str(e)))
   else:
     for seed in seeds:
       add('torch nn.Conv2d/nn.Linear defaults', seed, _torch_logits(torch, images, seed))
