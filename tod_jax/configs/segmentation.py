@@ -16,7 +16,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.weight_decay = 0.0  # Table VIII lists no weight decay for Cityscapes.
   config.lr_decay_factor = 1.0  # No schedule is given for Cityscapes: constant learning rate.
   config.tod_loss_form = 'paper'  # No segmentation code is published: the paper's Eq. 7, per pixel.
-  config.param_init = 'flax'  # Nor its initialisation: DRN's own code draws He-normal, not PyTorch's default.
+  config.param_init = 'flax'  # Nor is its initialisation: DRN's own code draws He-normal.
   config.num_epochs = 40
   config.batch_size = 4
   config.unlabeled_batch_size = 4
