@@ -11,6 +11,8 @@ written here after that script's `__main__`, and compares them:
   python benchmarks/reference_parity.py --reference_dir=/tmp/TOD --seeds=0 --num_cycles=2 \\
       --num_epochs=1                                                          # smoke (tests)
   python benchmarks/reference_parity.py --implementations=tod_jax            # no torch needed
+  python benchmarks/reference_parity.py --reference_dir=/tmp/TOD --ablation  # Table I: loss on/off
+  python benchmarks/reference_parity.py --summarize=a.jsonl,b.jsonl  # summaries of --out files
   python benchmarks/reference_parity.py --reference_dir=/tmp/TOD --config=configs/cifar10.py \
       --synthetic_cifar=1000 --seeds=0 --strategies=cod --num_epochs=1 --torch_threads=0
       # ResNet-18: the CIFAR-10 protocol's shape on 1,000 random CIFAR-shaped images
@@ -19,14 +21,20 @@ Get a checkout with `git clone https://github.com/siyuhuang/TOD /tmp/TOD` (or, f
 bare mirror, `git --git-dir=MIRROR archive HEAD | tar -x -C /tmp/TOD`); --reference_dir
 defaults to $TOD_REFERENCE_DIR. Nothing of it is copied here: it is imported.
 
-Output, one JSON line each (bench_utils.emit adds device and host): per (impl, strategy,
-seed, cycle) `num_labeled`, `test_accuracy` (percent), `train_seconds`, `score_seconds`;
-per run `wall_seconds`; then summaries: per impl and strategy the mean and sample std of
-the test accuracy per cycle over seeds; per impl the COD - random gap (mean over seeds of
-the mean accuracy over cycles 2..num_cycles); the ratio of tod_jax's gap to the reference's;
-the mean wall seconds per run per impl and their ratio (reference / tod_jax: tod_jax's
-speed-up). Without torch or without main_TOD.py in --reference_dir (and the reference
-requested) it prints one line with `skipped` and exits 0; the checkout is checked first.
+Output, one JSON line each (bench_utils.emit adds device and host), every run line with
+`semi` (the TOD loss on or off): per (impl, strategy, seed, cycle) `num_labeled`,
+`test_accuracy` (percent), `train_seconds`, `score_seconds`; per run `wall_seconds`; then
+summaries, each per `semi`: per impl and strategy the mean and sample std of the test
+accuracy per cycle over seeds; per impl the COD - random gap (mean over seeds of the mean
+accuracy over cycles 2..num_cycles); the ratio of tod_jax's gap to the reference's; the mean
+wall seconds per run per impl and their ratio (reference / tod_jax: tod_jax's speed-up).
+--ablation runs every (impl, strategy, seed) with the loss on and off (Table I's rows on both
+sides) and adds, per impl and strategy, `tod_loss_effect`: on - off per cycle (mean over
+seeds, paired), the number of cycles where it is >= 0, and its mean over cycles 2.. with a
+standard error. --summarize=FILES runs nothing and prints only the summaries of the run lines
+in those --out files (seeds split over processes run in parallel). Without torch or without
+main_TOD.py in --reference_dir (and the reference requested) it prints one line with
+`skipped` and exits 0; the checkout is checked first.
 
 How the reference is run (in this process only):
 - torchvision cannot be installed beside torch 2.13.0 (CPU) here, and the functions under
@@ -113,6 +121,10 @@ def parse_flags(argv: Optional[list[str]]) -> tuple[flags.FlagValues, Any]:
   flags.DEFINE_string('workdir', '', 'tod_jax run directories (default: a temporary one).',
                       flag_values=fv)
   flags.DEFINE_string('out', '', 'Also write the JSON lines to this file.', flag_values=fv)
+  flags.DEFINE_bool('ablation', False, "Table I's rows: each run with the TOD loss on and off "
+                    '(config.semi), paired by seed.', flag_values=fv)
+  flags.DEFINE_list('summarize', [], 'Run nothing: print the summaries of the run lines in '
+                    'these --out files.', flag_values=fv)
   flags.DEFINE_integer('torch_threads', 1, 'torch.set_num_threads for the reference (0: '
                        "torch's default, one per core).", flag_values=fv)
   fv(['reference_parity'] + list(sys.argv[1:] if argv is None else argv))
@@ -344,14 +356,14 @@ def _mean_std(values: list[float]) -> tuple[float, Optional[float]]:
 
 
 def accuracy_summaries(cycles: list[dict]) -> list[dict]:
-  """Per (impl, strategy): mean and sample std of the test accuracy per cycle over seeds."""
+  """Per (impl, strategy, semi): mean and sample std of the test accuracy per cycle over seeds."""
   out = []
-  for impl, strategy in sorted({(c['impl'], c['strategy']) for c in cycles}):
-    mine = [c for c in cycles if (c['impl'], c['strategy']) == (impl, strategy)]
+  for impl, strategy, semi in sorted({(c['impl'], c['strategy'], c['semi']) for c in cycles}):
+    mine = [c for c in cycles if (c['impl'], c['strategy'], c['semi']) == (impl, strategy, semi)]
     numbers = sorted({c['cycle'] for c in mine})
     stats = [_mean_std([c['test_accuracy'] for c in mine if c['cycle'] == n]) for n in numbers]
     out.append({'summary': 'test_accuracy_per_cycle', 'impl': impl, 'strategy': strategy,
-                'cycles': numbers, 'num_seeds': len({c['seed'] for c in mine}),
+                'semi': semi, 'cycles': numbers, 'num_seeds': len({c['seed'] for c in mine}),
                 'num_labeled': [next(c['num_labeled'] for c in mine if c['cycle'] == n)
                                 for n in numbers],
                 'mean_test_accuracy': [m for m, _ in stats],
@@ -359,44 +371,86 @@ def accuracy_summaries(cycles: list[dict]) -> list[dict]:
   return out
 
 
-def _late_mean(cycles: list[dict], impl: str, seed: int, strategy: str) -> Optional[float]:
+def _late_mean(cycles: list[dict], impl: str, seed: int, strategy: str,
+               semi: bool) -> Optional[float]:
   """Mean test accuracy over cycles 2.. of one run (None if it has none)."""
   accuracies = [c['test_accuracy'] for c in cycles if c['cycle'] >= 2 and
-                (c['impl'], c['seed'], c['strategy']) == (impl, seed, strategy)]
+                (c['impl'], c['seed'], c['strategy'], c['semi']) == (impl, seed, strategy, semi)]
   return float(np.mean(accuracies)) if accuracies else None
 
 
 def gap_summaries(cycles: list[dict]) -> list[dict]:
-  """Per impl: mean over seeds of (COD - random) mean accuracy over cycles 2..; their ratio."""
-  by_impl = {}
-  for impl in sorted({c['impl'] for c in cycles}):
-    per_seed = {}
-    for seed in sorted({c['seed'] for c in cycles}):
-      cod, rand = (_late_mean(cycles, impl, seed, s) for s in STRATEGIES)
-      if cod is not None and rand is not None:
-        per_seed[seed] = cod - rand
-    if per_seed:
-      by_impl[impl] = {'summary': 'cod_minus_random', 'impl': impl, 'from_cycle': 2,
-                       'seeds': list(per_seed), 'per_seed_gap': list(per_seed.values()),
-                       'gap': float(np.mean(list(per_seed.values())))}
-  out = list(by_impl.values())
-  if set(by_impl) == set(IMPLS) and by_impl['reference']['gap'] != 0:
-    out.append({'summary': 'gap_ratio',
-                **bench_utils.ratio(by_impl['tod_jax'], by_impl['reference'], 'gap')})
+  """Per (impl, semi): mean over seeds of (COD - random) mean accuracy over cycles 2..; per
+  semi the ratio tod_jax / reference."""
+  out = []
+  for semi in sorted({c['semi'] for c in cycles}, reverse=True):
+    by_impl = {}
+    for impl in sorted({c['impl'] for c in cycles}):
+      per_seed = {}
+      for seed in sorted({c['seed'] for c in cycles}):
+        cod, rand = (_late_mean(cycles, impl, seed, s, semi) for s in STRATEGIES)
+        if cod is not None and rand is not None:
+          per_seed[seed] = cod - rand
+      if per_seed:
+        by_impl[impl] = {'summary': 'cod_minus_random', 'impl': impl, 'semi': semi,
+                         'from_cycle': 2, 'seeds': list(per_seed),
+                         'per_seed_gap': list(per_seed.values()),
+                         'gap': float(np.mean(list(per_seed.values())))}
+    out += by_impl.values()
+    if set(by_impl) == set(IMPLS) and by_impl['reference']['gap'] != 0:
+      out.append({'summary': 'gap_ratio', 'semi': semi,
+                  **bench_utils.ratio(by_impl['tod_jax'], by_impl['reference'], 'gap')})
+  return out
+
+
+def tod_loss_summaries(cycles: list[dict]) -> list[dict]:
+  """Per (impl, strategy) run both ways: the TOD loss's effect, on - off, paired by seed."""
+  out = []
+  for impl, strategy in sorted({(c['impl'], c['strategy']) for c in cycles}):
+    acc = {(c['semi'], c['seed'], c['cycle']): c['test_accuracy'] for c in cycles
+           if (c['impl'], c['strategy']) == (impl, strategy)}
+    numbers = sorted({n for _, _, n in acc})
+    seeds = sorted(s for s in {s for _, s, _ in acc}
+                   if all((on, s, n) in acc for on in (True, False) for n in numbers))
+    if not seeds:
+      continue
+    diff = np.array([[acc[True, s, n] - acc[False, s, n] for n in numbers] for s in seeds])
+    per_cycle = diff.mean(axis=0)
+    late = diff[:, 1:].mean(axis=1) if len(numbers) > 1 else diff[:, 0]
+    out.append({'summary': 'tod_loss_effect', 'impl': impl, 'strategy': strategy,
+                'seeds': seeds, 'cycles': numbers,
+                'mean_on_minus_off': per_cycle.tolist(),
+                'cycles_at_least_equal': int(np.sum(per_cycle >= -1e-9)),  # Ties: equal counts.
+                'late_mean_on_minus_off': float(late.mean()),
+                'late_standard_error': (float(late.std(ddof=1) / np.sqrt(len(seeds)))
+                                        if len(seeds) > 1 else None)})
   return out
 
 
 def wall_summaries(runs: list[dict]) -> list[dict]:
-  """Per impl the mean wall seconds per run; reference / tod_jax (tod_jax's speed-up)."""
-  by_impl = {impl: {'summary': 'wall', 'impl': impl, 'num_runs': len(mine),
-                    'num_cycles': mine[0]['num_cycles'], 'num_epochs': mine[0]['num_epochs'],
-                    'mean_wall_seconds': float(np.mean([r['wall_seconds'] for r in mine]))}
-             for impl in IMPLS if (mine := [r for r in runs if r['impl'] == impl])}
-  out = list(by_impl.values())
-  if len(by_impl) == 2:
-    out.append({'summary': 'speed_ratio', **bench_utils.ratio(
-        by_impl['reference'], by_impl['tod_jax'], 'mean_wall_seconds')})
+  """Per (impl, semi) the mean wall seconds per run; per semi reference / tod_jax (tod_jax's
+  speed-up)."""
+  out = []
+  for semi in sorted({r['semi'] for r in runs}, reverse=True):
+    by_impl = {impl: {'summary': 'wall', 'impl': impl, 'semi': semi, 'num_runs': len(mine),
+                      'num_cycles': mine[0]['num_cycles'], 'num_epochs': mine[0]['num_epochs'],
+                      'mean_wall_seconds': float(np.mean([r['wall_seconds'] for r in mine]))}
+               for impl in IMPLS
+               if (mine := [r for r in runs if (r['impl'], r['semi']) == (impl, semi)])}
+    out += by_impl.values()
+    if len(by_impl) == 2:
+      out.append({'summary': 'speed_ratio', 'semi': semi, **bench_utils.ratio(
+          by_impl['reference'], by_impl['tod_jax'], 'mean_wall_seconds')})
   return out
+
+
+def read_run_lines(paths: list[str]) -> list[dict]:
+  """The per-cycle and per-run lines of earlier --out files (their summaries left out)."""
+  records = []
+  for path in paths:
+    with open(path) as f:
+      records += [r for r in map(json.loads, f) if 'summary' not in r and 'skipped' not in r]
+  return records
 
 
 def main(argv: Optional[list[str]] = None) -> list[dict]:
@@ -414,14 +468,19 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     return lines[-1]
 
   try:
-    if 'reference' in fv.implementations and (why := reference_missing(fv.reference_dir)):
+    if fv.summarize:
+      records = read_run_lines(fv.summarize)
+    elif 'reference' in fv.implementations and (why := reference_missing(fv.reference_dir)):
       emit({'impl': 'reference', 'skipped': why})
       return lines
-    with tempfile.TemporaryDirectory() as tmp:
-      run_all(fv, config, fv.workdir or tmp, emit)
-    cycles = [line for line in lines if 'cycle' in line and 'summary' not in line]
-    runs = [line for line in lines if 'wall_seconds' in line]
-    for summary in accuracy_summaries(cycles) + gap_summaries(cycles) + wall_summaries(runs):
+    else:
+      with tempfile.TemporaryDirectory() as tmp:
+        run_all(fv, config, fv.workdir or tmp, emit)
+      records = list(lines)
+    cycles = [r for r in records if 'cycle' in r and 'summary' not in r]
+    runs = [r for r in records if 'wall_seconds' in r]
+    for summary in (accuracy_summaries(cycles) + gap_summaries(cycles) +
+                    tod_loss_summaries(cycles) + wall_summaries(runs)):
       emit(summary)
   finally:
     if out:
@@ -441,18 +500,23 @@ def run_all(fv: flags.FlagValues, config: Any, workdir: str, emit) -> None:
     data = reference_data(torch, config, synthetic or input_pipeline.load_digits())
   for seed in (int(s) for s in fv.seeds):
     for strategy in fv.strategies:
-      for impl in (i for i in IMPLS if i in fv.implementations):
-        if impl == 'tod_jax':
-          records, wall = run_tod_jax(config, strategy, seed,
-                                      os.path.join(workdir, f'{strategy}_seed{seed}'), synthetic)
-        else:
-          records, wall = run_reference(ref, torch, config, data, strategy, seed)
-        extra = ({'torch': torch.__version__, 'torch_threads': torch.get_num_threads()}
-                 if impl == 'reference' else {})
-        for record in records:
-          emit({'impl': impl, 'strategy': strategy, 'seed': seed, **record, **extra})
-        emit({'impl': impl, 'strategy': strategy, 'seed': seed, 'wall_seconds': wall,
-              'num_cycles': config.num_cycles, 'num_epochs': config.num_epochs, **extra})
+      for semi in (True, False) if fv.ablation else (bool(config.semi),):
+        run_config = copy.deepcopy(config)
+        run_config.semi = semi
+        name = f'{strategy}_seed{seed}' + ('_nosemi' if fv.ablation and not semi else '')
+        for impl in (i for i in IMPLS if i in fv.implementations):
+          if impl == 'tod_jax':
+            records, wall = run_tod_jax(run_config, strategy, seed, os.path.join(workdir, name),
+                                        synthetic)
+          else:
+            records, wall = run_reference(ref, torch, run_config, data, strategy, seed)
+          extra = ({'torch': torch.__version__, 'torch_threads': torch.get_num_threads()}
+                   if impl == 'reference' else {})
+          key = {'impl': impl, 'strategy': strategy, 'seed': seed, 'semi': semi}
+          for record in records:
+            emit({**key, **record, **extra})
+          emit({**key, 'wall_seconds': wall, 'num_cycles': config.num_cycles,
+                'num_epochs': config.num_epochs, **extra})
 
 
 if __name__ == '__main__':

@@ -238,13 +238,76 @@ def test_reference_parity_smoke():
 
 
 def test_reference_parity_on_synthetic_cifar_shaped_data_runs_tod_jax():
-  """--synthetic_cifar: tod_jax's loop on random 32x32x3 images (the ResNet-18 run's data)."""
+  """--synthetic_cifar: tod_jax's loop on random 32x32x3 images (the ResNet-18 run's data);
+  --ablation runs it with the TOD loss on, then off, and prints their paired difference."""
   lines = _run_parity('--implementations=tod_jax', '--synthetic_cifar=40', '--seeds=0',
-                      '--strategies=cod', '--num_cycles=2', '--num_epochs=1',
+                      '--strategies=cod', '--num_cycles=2', '--num_epochs=1', '--ablation',
                       '--config.batch_size=8', '--config.unlabeled_batch_size=8')
   cycles = [line for line in lines if 'cycle' in line and 'summary' not in line]
-  assert [(c['impl'], c['num_labeled']) for c in cycles] == [('tod_jax', 4), ('tod_jax', 6)]
-  assert [line['num_cycles'] for line in lines if 'wall_seconds' in line] == [2]
+  assert [(c['impl'], c['semi'], c['num_labeled']) for c in cycles] == [
+      ('tod_jax', True, 4), ('tod_jax', True, 6), ('tod_jax', False, 4), ('tod_jax', False, 6)]
+  assert [(line['semi'], line['num_cycles']) for line in lines if 'wall_seconds' in line] == [
+      (True, 2), (False, 2)]
+  effect, = [line for line in lines if line.get('summary') == 'tod_loss_effect']
+  on, off = ([c['test_accuracy'] for c in cycles if c['semi'] == semi] for semi in (True, False))
+  assert effect['mean_on_minus_off'] == pytest.approx([a - b for a, b in zip(on, off)])
+
+
+def _parity_cycles(table: dict) -> list[dict]:
+  """Per-cycle lines of reference_parity from {(impl, strategy, seed, semi): accuracies}."""
+  return [{'impl': impl, 'strategy': strategy, 'seed': seed, 'semi': semi, 'cycle': n + 1,
+           'num_labeled': 10 * (n + 2), 'test_accuracy': accuracy}
+          for (impl, strategy, seed, semi), accuracies in table.items()
+          for n, accuracy in enumerate(accuracies)]
+
+
+def test_reference_parity_tod_loss_effect_and_gaps_by_hand():
+  import reference_parity  # pylint: disable=import-outside-toplevel
+  cycles = _parity_cycles({
+      ('reference', 'random', 0, True): [90.0, 95.0, 97.0],
+      ('reference', 'random', 0, False): [89.0, 95.5, 96.0],
+      ('reference', 'random', 1, True): [91.0, 94.0, 98.0],
+      ('reference', 'random', 1, False): [90.0, 94.0, 97.0],
+      ('reference', 'random', 2, True): [92.0, 96.0, 99.0],  # Unpaired: left out.
+      ('reference', 'cod', 0, True): [90.0, 97.0, 99.0],
+      ('reference', 'cod', 1, True): [91.0, 96.0, 99.0],
+      ('tod_jax', 'cod', 0, False): [90.0, 96.0, 98.0],
+      ('tod_jax', 'random', 0, False): [90.0, 95.0, 96.0],
+  })
+  effect, = reference_parity.tod_loss_summaries(cycles)
+  assert (effect['impl'], effect['strategy'], effect['seeds']) == ('reference', 'random', [0, 1])
+  # Seed 0: +1, -0.5, +1; seed 1: +1, 0, +1.
+  assert effect['mean_on_minus_off'] == pytest.approx([1.0, -0.25, 1.0])
+  assert effect['cycles_at_least_equal'] == 2
+  # Cycles 2..3 per seed: 0.25 and 0.5; mean 0.375, standard error 0.125.
+  assert effect['late_mean_on_minus_off'] == pytest.approx(0.375)
+  assert effect['late_standard_error'] == pytest.approx(0.125)
+  gaps = {(g['impl'], g['semi']): g['gap'] for g in reference_parity.gap_summaries(cycles)
+          if g['summary'] == 'cod_minus_random'}
+  # Reference, on: seed 0 (98 - 96), seed 1 (97.5 - 96); tod_jax, off: 97 - 95.5.
+  assert gaps == pytest.approx({('reference', True): 1.75, ('tod_jax', False): 1.5})
+
+
+def test_reference_parity_summarize_reads_out_files(tmp_path):
+  """--summarize: the summaries of run lines split over two --out files, nothing run."""
+  cycles = _parity_cycles({('tod_jax', 'cod', 0, True): [90.0, 98.0],
+                           ('tod_jax', 'random', 0, True): [90.0, 96.0],
+                           ('tod_jax', 'cod', 1, True): [91.0, 97.0],
+                           ('tod_jax', 'random', 1, True): [91.0, 96.0]})
+  walls = [{'impl': 'tod_jax', 'strategy': c['strategy'], 'seed': c['seed'], 'semi': True,
+            'wall_seconds': 2.0 + c['seed'], 'num_cycles': 2, 'num_epochs': 1}
+           for c in cycles if c['cycle'] == 2]
+  paths = []
+  for seed in (0, 1):
+    paths.append(tmp_path / f'seed{seed}.jsonl')
+    paths[-1].write_text(''.join(json.dumps(r) + '\n' for r in cycles + walls
+                                 if r['seed'] == seed) + '{"summary": "stale"}\n')
+  lines = _run_parity('--summarize=' + ','.join(map(str, paths)))
+  assert all('summary' in line for line in lines)
+  gap, = [line for line in lines if line['summary'] == 'cod_minus_random']
+  assert gap['seeds'] == [0, 1] and gap['gap'] == pytest.approx(1.5)  # (2 + 1) / 2.
+  wall, = [line for line in lines if line['summary'] == 'wall']
+  assert wall['num_runs'] == 4 and wall['mean_wall_seconds'] == pytest.approx(2.5)
 
 
 def test_reference_parity_skips_without_checkout(tmp_path):
