@@ -449,7 +449,11 @@ def read_run_lines(paths: list[str]) -> list[dict]:
   records = []
   for path in paths:
     with open(path) as f:
-      records += [r for r in map(json.loads, f) if 'summary' not in r and 'skipped' not in r]
+      mine = [r for r in map(json.loads, f) if 'summary' not in r and 'skipped' not in r]
+    if any('semi' not in r for r in mine):
+      raise ValueError(f'{path} has run lines without `semi` (written before --ablation '
+                       'existed): run those seeds again to summarize them.')
+    records += mine
   return records
 
 

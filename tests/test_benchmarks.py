@@ -308,6 +308,11 @@ def test_reference_parity_summarize_reads_out_files(tmp_path):
   assert gap['seeds'] == [0, 1] and gap['gap'] == pytest.approx(1.5)  # (2 + 1) / 2.
   wall, = [line for line in lines if line['summary'] == 'wall']
   assert wall['num_runs'] == 4 and wall['mean_wall_seconds'] == pytest.approx(2.5)
+  old = tmp_path / 'old.jsonl'  # A line from before `semi` existed.
+  old.write_text(json.dumps({k: v for k, v in cycles[0].items() if k != 'semi'}) + '\n')
+  import reference_parity  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ValueError, match='without `semi`.*run those seeds again'):
+    reference_parity.read_run_lines([str(paths[0]), str(old)])
 
 
 def test_reference_parity_skips_without_checkout(tmp_path):
