@@ -35,7 +35,8 @@ class TableScorer:
 def _ctx(table, candidates, labeled, state=None):
   dataset = types.SimpleNamespace(train_images=np.zeros((len(table), 1, 1, 1), np.uint8))
   state = state or types.SimpleNamespace(variables=None, loss_head_params={})
-  config = types.SimpleNamespace(score_chunk_size=4)
+  config = types.SimpleNamespace(score_chunk_size=4,
+                                 precision=types.SimpleNamespace(score='highest'))
   return strategies.QueryContext(config, dataset, np.asarray(labeled), np.asarray(candidates),
                                  state, None, TableScorer(table), np.random.default_rng(0))
 

@@ -133,7 +133,8 @@ def setup(config: ml_collections.ConfigDict, dataset: Dataset, mesh: Optional[Me
   model = models.create_model(config.model, dataset.num_classes, config.dropout_rate,
                               config.compute_dtype)
   scorer = shared_scorer(model, tuple(dataset.mean), tuple(dataset.std), config.score_output,
-                         config.score_chunk_size, mesh)
+                         config.score_chunk_size, mesh, config.precision.score,
+                         config.precision.evaluate)
   init_vars, init_head = initial_variables(config, model, dataset)
   return Experiment(config, model, scorer, mesh, initial_size, budget, init_vars, init_head,
                     snapshot_intervals(config))

@@ -13,7 +13,8 @@ import numpy as np
 from absl import logging
 
 from tod_jax import (checkpointing, cycle, devices, initializers, input_pipeline, label_noise,
-                     label_sources, loss_forms, models, pretrained, rundir, strategies, tod)
+                     label_sources, loss_forms, models, precision, pretrained, rundir,
+                     strategies, tod)
 from tod_jax.errors import ConfigError
 
 DTYPES = ('float32', 'bfloat16')  # Allowed for compute_dtype and kept_outputs_dtype.
@@ -49,6 +50,7 @@ def validate_config(config: ml_collections.ConfigDict, own_dataset: bool = False
   if config.num_cycles < 1 or config.num_epochs < 1 or config.batch_size < 1:
     raise ConfigError('num_cycles, num_epochs and batch_size must be at least 1; got '
                       f'{config.num_cycles}, {config.num_epochs}, {config.batch_size}.')
+  precision.check(config)
   label_noise.check_probability(config.label_noise)
   cycle.snapshot_intervals(config)
   input_pipeline.check_data_on_device(config.data_on_device)

@@ -177,7 +177,8 @@ def load_outputs(directories: Sequence[str], config: ml_collections.ConfigDict, 
   model = models.create_model(config.model, dataset.num_classes, config.dropout_rate,
                               config.compute_dtype)
   scorer = scoring.shared_scorer(model, tuple(dataset.mean), tuple(dataset.std),
-                                 config.score_output, config.score_chunk_size, make_mesh())
+                                 config.score_output, config.score_chunk_size, make_mesh(),
+                                 config.precision.score, config.precision.evaluate)
   outputs = []
   for directory in directories:
     candidate = candidates_lib.load_candidate(directory)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from tod_jax import input_pipeline, loss_prediction, metrics, tod, uncertainty
+from tod_jax import input_pipeline, loss_prediction, metrics, precision, tod, uncertainty
 from tod_jax.sharded_map import PoolMapper, make_mesh
 
 
@@ -83,21 +83,27 @@ class Scorer:
 
   Build once per run: each method compiles once per input shape. Both models
   run in inference mode (BatchNorm running statistics), as in the authors' code.
+  Query scores (every method but `accuracy` and `confusion`) trace their matmuls and
+  convolutions at `score_precision`, the test-set metrics at `evaluate_precision`
+  (tod_jax.precision).
   """
 
   def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float],
-               output: str, chunk_size: int, mesh: Optional[Mesh] = None):
+               output: str, chunk_size: int, mesh: Optional[Mesh] = None, *,
+               score_precision: str = precision.DEFAULTS['score'],
+               evaluate_precision: str = precision.DEFAULTS['evaluate']):
     tod.model_output(jnp.zeros((1, 2)), output)  # Fail fast on an unknown output kind.
     mean, std = tuple(mean), tuple(std)
     self.mesh = mesh if mesh is not None else make_mesh()
+    self.score_precision, self.evaluate_precision = score_precision, evaluate_precision
     mapper = lambda fn, *args: PoolMapper(functools.partial(fn, model.apply, mean, std, *args),
-                                          chunk_size, self.mesh)
+                                          chunk_size, self.mesh, score_precision)
     # Logits in chunks of a given size: a test set smaller than a chunk is one chunk of its own
     # size, not padded to chunk_size for every evaluation (200 images: 5x less work at 1,024).
     self._logits_in = functools.lru_cache(maxsize=None)(
-        lambda size: PoolMapper(functools.partial(_logits, model.apply, mean, std), size,
-                                self.mesh))
-    self._logits = self._logits_in(chunk_size)
+        lambda size, level: PoolMapper(functools.partial(_logits, model.apply, mean, std), size,
+                                       self.mesh, level))
+    self._logits = self._logits_in(chunk_size, score_precision)
     self._outputs = mapper(_outputs, output)
     self._cod = mapper(_cod, output)
     self._features = mapper(_features)
@@ -107,9 +113,11 @@ class Scorer:
     self._uncertainty = functools.lru_cache(maxsize=None)(functools.partial(mapper, _uncertainty))
     self._mc_uncertainty = functools.lru_cache(maxsize=None)(
         functools.partial(mapper, _mc_uncertainty))
-    self._confusion = functools.lru_cache(maxsize=None)(functools.partial(mapper, _confusion))
+    self._confusion = functools.lru_cache(maxsize=None)(
+        lambda *args: PoolMapper(functools.partial(_confusion, model.apply, mean, std, *args),
+                                 chunk_size, self.mesh, evaluate_precision))
     self._discrepancy = PoolMapper(lambda _, pair: tod.output_discrepancy(*pair), chunk_size,
-                                   self.mesh)
+                                   self.mesh, score_precision)
     self._output_shapes = {}
     self.chunk_size = self._logits.chunk_size  # Pool samples per call (a device multiple).
 
@@ -183,7 +191,8 @@ class Scorer:
 
   def accuracy(self, variables: chex.ArrayTree, images: np.ndarray, labels: np.ndarray) -> float:
     """Top-1 accuracy of `variables` on (images, labels), in chunks of at most len(images)."""
-    logits = self._logits_in(min(self.chunk_size, len(images)))(variables, images, None)
+    logits = self._logits_in(min(self.chunk_size, len(images)), self.evaluate_precision)(
+        variables, images, None)
     return float(np.mean(np.argmax(logits, -1) == labels))
 
   def confusion(self, variables: chex.ArrayTree, images: np.ndarray, labels: np.ndarray,
@@ -199,7 +208,10 @@ class Scorer:
 
 @functools.lru_cache(maxsize=16)
 def shared_scorer(model: nn.Module, mean: tuple, std: tuple, output: str, chunk_size: int,
-                  mesh: Mesh) -> Scorer:
-  """One Scorer per setting (model, normalisation, output, chunk, mesh), so every run of a
-  process (a comparison's seeds and strategies, the tests) reuses its compiled functions."""
-  return Scorer(model, mean, std, output, chunk_size, mesh)
+                  mesh: Mesh, score_precision: str = precision.DEFAULTS['score'],
+                  evaluate_precision: str = precision.DEFAULTS['evaluate']) -> Scorer:
+  """One Scorer per setting (model, normalisation, output, chunk, mesh, precisions), so every
+  run of a process (a comparison's seeds and strategies, the tests) reuses its compiled
+  functions."""
+  return Scorer(model, mean, std, output, chunk_size, mesh, score_precision=score_precision,
+                evaluate_precision=evaluate_precision)

@@ -21,7 +21,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from tod_jax import host_pool
+from tod_jax import host_pool, precision
 
 DATA_AXIS = 'data'
 
@@ -76,23 +76,32 @@ class PoolMapper:
   """`mapper(args, images, indices)` = `fn(args, images[indices])` computed chunk by chunk.
 
   `fn(args, images_chunk) -> [chunk, ...]` (or a pytree of such) must be pure and
-  per-sample (row i of the output depends on row i of the input only).
+  per-sample (row i of the output depends on row i of the input only). `level`: the
+  precision of its matmuls and convolutions (tod_jax.precision; None: the caller's).
   """
 
   def __init__(self, fn: Callable[[Any, chex.Array], Any], chunk_size: int,
-               mesh: Optional[Mesh] = None):
+               mesh: Optional[Mesh] = None, level: Optional[str] = None):
     self.mesh = mesh if mesh is not None else make_mesh()
     n = self.mesh.size
     self.chunk_size = max(1, math.ceil(chunk_size / n)) * n  # Divisible by the device count.
     self.replicated = NamedSharding(self.mesh, P())
     self.data_sharded = NamedSharding(self.mesh, P(DATA_AXIS))
-    self._fn = jax.jit(fn, in_shardings=(self.replicated, self.data_sharded),
+    self._fn = jax.jit(precision.traced_at(level, fn),
+                       in_shardings=(self.replicated, self.data_sharded),
                        out_shardings=self.data_sharded)
+
+  def _chunk_struct(self, images: Any) -> Any:
+    return jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct((self.chunk_size, *a.shape[1:]), a.dtype), images)
 
   def output_struct(self, args: Any, images: Any) -> Any:
     """Shapes and dtypes of one chunk's outputs (leading axis chunk_size), computed abstractly."""
-    return jax.eval_shape(self._fn, args, jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct((self.chunk_size, *a.shape[1:]), a.dtype), images))
+    return jax.eval_shape(self._fn, args, self._chunk_struct(images))
+
+  def lower(self, args: Any, images: Any) -> jax.stages.Lowered:
+    """The jitted function lowered for one chunk of `images` (its HLO, its cost analysis)."""
+    return self._fn.lower(args, self._chunk_struct(images))
 
   def __call__(self, args: Any, images: Any, indices: Optional[np.ndarray] = None) -> Any:
     """Returns fn's outputs as NumPy arrays with leading axis len(indices).

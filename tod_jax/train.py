@@ -15,7 +15,7 @@ import tqdm
 
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from tod_jax import host_pool, input_pipeline, loss_forms, loss_prediction, tod
+from tod_jax import host_pool, input_pipeline, loss_forms, loss_prediction, precision, tod
 from tod_jax.errors import ConfigError, UserError
 from tod_jax.input_pipeline import Dataset
 from tod_jax.sharded_map import DATA_AXIS, make_mesh, put
@@ -48,6 +48,7 @@ class StepSettings:
   mean: tuple
   std: tuple
   ignore_label: Optional[int]
+  precision: str = precision.DEFAULTS['train']  # Of the step's matmuls and convolutions.
 
   @classmethod
   def create(cls, config: ml_collections.ConfigDict, dataset: Dataset) -> 'StepSettings':
@@ -56,7 +57,8 @@ class StepSettings:
                config.loss_output, config.loss_teacher, float(config.ema_decay),
                bool(config.ema_warmup), int(config.crop_padding), bool(config.flip),
                int(config.crop_size), float(config.ll4al_weight), float(config.ll4al_margin),
-               tuple(dataset.mean), tuple(dataset.std), dataset.ignore_label)
+               tuple(dataset.mean), tuple(dataset.std), dataset.ignore_label,
+               config.precision.train)
 
   @property
   def form(self) -> loss_forms.LossForm:
@@ -274,6 +276,7 @@ def _make_step(settings: StepSettings, mesh: Mesh, indexed: bool) -> Callable:
         replicated, sharded, sharded)
   else:
     fn, batch_shardings = functools.partial(train_step, **kwargs), (sharded, sharded)
+  fn = precision.traced_at(settings.precision, fn)
   in_shardings = (replicated, *batch_shardings, replicated)
   # jit takes no keyword arguments with in_shardings: detach_loss_head goes in by position.
   jitted = jax.jit(fn, in_shardings=in_shardings, out_shardings=replicated,
@@ -283,6 +286,7 @@ def _make_step(settings: StepSettings, mesh: Mesh, indexed: bool) -> Callable:
     # Inputs already on the mesh stay; others move there, so every call has the
     # same input types and the step compiles once.
     return jitted(*[put(a, s) for a, s in zip(args, in_shardings)], detach_loss_head)
+  step.jitted = jitted  # For lowering: its HLO, its cost analysis.
   return step
 
 

@@ -68,6 +68,7 @@ def query(ctx: 'strategies.QueryContext', budget: int) -> 'strategies.QueryResul
   images = ctx.dataset.train_images
   candidate_features = ctx.scorer.features(ctx.state.variables, images, ctx.query_pool)
   labeled_features = ctx.scorer.features(ctx.state.variables, images, ctx.labeled)
-  picks, distances = k_center_greedy(candidate_features, labeled_features, budget,
-                                     ctx.config.score_chunk_size)
+  with jax.default_matmul_precision(ctx.config.precision.score):  # ||a||^2 + ||b||^2 - 2ab.
+    picks, distances = k_center_greedy(candidate_features, labeled_features, budget,
+                                       ctx.config.score_chunk_size)
   return strategies.QueryResult(ctx.query_pool[picks].astype(np.int64), distances)

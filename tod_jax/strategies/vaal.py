@@ -52,10 +52,12 @@ def query(ctx: 'strategies.QueryContext', budget: int) -> 'strategies.QueryResul
            else vaal.from_arrays(kept))
   # The discriminator learns the whole unlabeled pool, whatever subset the query scores.
   unlabeled = np.setdiff1d(np.arange(dataset.pool_size), ctx.labeled)
-  state, _ = vaal_lib.train(vaal, state, dataset.train_images, ctx.labeled, unlabeled,
-                            num_iterations(config, len(ctx.labeled)), config.vaal_batch_size,
-                            np.random.default_rng(batch_seed), jax.random.PRNGKey(train_seed))
-  scores = vaal_lib.unlabeled_probability(vaal, state, dataset.train_images, ctx.query_pool,
-                                          config.score_chunk_size)
+  with jax.default_matmul_precision(config.precision.train):
+    state, _ = vaal_lib.train(vaal, state, dataset.train_images, ctx.labeled, unlabeled,
+                              num_iterations(config, len(ctx.labeled)), config.vaal_batch_size,
+                              np.random.default_rng(batch_seed), jax.random.PRNGKey(train_seed))
+  with jax.default_matmul_precision(config.precision.score):
+    scores = vaal_lib.unlabeled_probability(vaal, state, dataset.train_images, ctx.query_pool,
+                                            config.score_chunk_size)
   return strategies.ranked(ctx, scores, budget,
                            strategy_state={**ctx.strategy_state, KEY: vaal.to_arrays(state)})
