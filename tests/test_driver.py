@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import make_tiny_config
+from conftest import cpu_env, make_tiny_config
 from tod_jax import checkpointing, devices, driver, input_pipeline, rundir, tod, train
 from tod_jax import cycle as cycle_lib
 
@@ -171,13 +171,14 @@ def test_setup_devices_splits_the_cpu_and_picks_eigen_convolutions_before_jax_st
           'print(jax.device_count(), sharded_map.make_mesh().size, "__ynn_fusion" in hlo(), '
           '"__ynn_fusion" in hlo(**ynn))')  # The last: the same conv with YNNPACK's convolutions.
   result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, 'XLA_FLAGS': ''})
+                          text=True, timeout=300, env=cpu_env(XLA_FLAGS=''))
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout.split() == ['3', '3', 'False', 'True']
 
 
 def test_xla_flags_add_eigen_convolutions_only_where_they_apply():
   config = make_tiny_config()
+  config.deterministic = False  # Its flag: the next test.
   assert config.cpu_convolutions == 'auto'
   assert devices.xla_flags(config, '', '0.10.2', large_model=True) == devices.EIGEN_CONV_FLAG
   assert devices.xla_flags(config, '', '0.10.2', large_model=False) == ''
@@ -193,6 +194,20 @@ def test_xla_flags_add_eigen_convolutions_only_where_they_apply():
   config.cpu_convolutions = 'mkl'
   with pytest.raises(ValueError, match="Unknown cpu_convolutions 'mkl'"):
     devices.xla_flags(config, '', '0.10.2', True)
+
+
+def test_xla_flags_make_gpu_kernels_deterministic_by_default():
+  config = make_tiny_config()
+  assert config.deterministic and config.cpu_convolutions == 'auto'
+  flag = devices.DETERMINISTIC_FLAG
+  assert devices.xla_flags(config, '', '0.10.2', large_model=False) == flag
+  assert devices.xla_flags(config, '--xla_foo=1', '0.12.0', large_model=True) == (
+      f'--xla_foo=1 {flag}')  # jaxlib 0.12 knows it; the Eigen flag it does not.
+  mine = '--xla_gpu_deterministic_ops=false'
+  assert devices.xla_flags(config, mine, '0.10.2', False) == mine  # The user's own choice stays.
+  assert devices.xla_flags(config, '', '0.13.0', False) == ''  # Not known to have it.
+  config.deterministic = False
+  assert devices.xla_flags(config, '', '0.10.2', False) == ''
 
 
 def test_two_cycle_synthetic_segmentation_run(tmp_path):

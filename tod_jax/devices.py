@@ -27,12 +27,18 @@ from tod_jax.errors import ConfigError, UserError
 LARGE_MODEL_PARAMS = 1_000_000
 MAX_AUTO_CPU_DEVICES = 8
 
+# XLA flags tod_jax sets, each only for the jaxlib versions known to have it, [first, last)
+# (major, minor): XLA aborts on a flag it does not know.
 # XLA:CPU in jaxlib 0.10 runs convolutions through YNNPACK by default; its own Eigen kernels ran
 # ResNet-18's 1.2-5x faster here (README "Benchmarks"). The flag takes YNNPACK's convolutions
-# out (its matmuls and reductions stay). Set only for jaxlib versions known to have the flag:
-# XLA aborts on an unknown one.
+# out (its matmuls and reductions stay).
 EIGEN_CONV_FLAG = '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution'
-EIGEN_CONV_JAXLIB = ((0, 10), (0, 12))  # [first, last) jaxlib (major, minor) with the flag.
+EIGEN_CONV_JAXLIB = ((0, 10), (0, 12))
+# XLA:GPU: deterministic kernels only and no autotuning, so a run resumed in a new process
+# computes what the uninterrupted run did (README, "Precision and determinism"). No effect on
+# CPU and TPU, which are deterministic already.
+DETERMINISTIC_FLAG = '--xla_gpu_deterministic_ops=true'
+DETERMINISTIC_JAXLIB = ((0, 4), (0, 13))
 CPU_CONVOLUTIONS = ('auto', 'eigen', 'xla_default')
 
 
@@ -42,18 +48,29 @@ def check_cpu_convolutions(name: str) -> None:
                       f'one of {list(CPU_CONVOLUTIONS)}.')
 
 
+def _known(window: tuple[tuple[int, int], tuple[int, int]], jaxlib_version: str) -> bool:
+  version = tuple(int(p) for p in jaxlib_version.split('.')[:2])
+  return window[0] <= version < window[1]
+
+
 def xla_flags(config: ml_collections.ConfigDict, flags: str, jaxlib_version: str,
               large_model: bool) -> str:
-  """XLA_FLAGS for config.cpu_convolutions: `flags` plus EIGEN_CONV_FLAG for 'eigen', and for
-  'auto' with a large model (unless the flags already choose YNNPACK's fusions, or this
-  jaxlib predates or outlived the flag)."""
+  """XLA_FLAGS for the config: `flags` plus EIGEN_CONV_FLAG for cpu_convolutions 'eigen',
+  and for 'auto' with a large model (unless the flags already choose YNNPACK's fusions),
+  plus DETERMINISTIC_FLAG for config.deterministic (unless the flags set it already);
+  each only where this jaxlib has the flag."""
   check_cpu_convolutions(config.cpu_convolutions)
   eigen = config.cpu_convolutions == 'eigen' or (config.cpu_convolutions == 'auto' and large_model)
-  version = tuple(int(p) for p in jaxlib_version.split('.')[:2])
-  first, last = EIGEN_CONV_JAXLIB
-  if not eigen or 'xla_cpu_experimental_ynn_fusion_type' in flags or not first <= version < last:
-    return flags
-  return f'{flags} {EIGEN_CONV_FLAG}'.strip()
+  if (eigen and 'xla_cpu_experimental_ynn_fusion_type' not in flags
+      and _known(EIGEN_CONV_JAXLIB, jaxlib_version)):
+    flags = f'{flags} {EIGEN_CONV_FLAG}'
+  if config.deterministic and 'xla_gpu_deterministic_ops' not in flags:
+    if _known(DETERMINISTIC_JAXLIB, jaxlib_version):
+      flags = f'{flags} {DETERMINISTIC_FLAG}'
+    else:
+      logging.warning('jaxlib %s is not known to have %s: GPU runs may not be reproducible.',
+                      jaxlib_version, DETERMINISTIC_FLAG)
+  return flags.strip()
 
 
 def model_parameter_count(config: ml_collections.ConfigDict) -> int:
@@ -90,7 +107,8 @@ def setup_devices(config: ml_collections.ConfigDict) -> None:
   config.num_cpu_devices splits the host CPU into that many XLA devices
   (jax_num_cpu_devices), so the mesh runs data parallel over the cores; -1 (the
   default) chooses with auto_cpu_devices, 0 keeps XLA's one multi-threaded device.
-  It has no effect on GPU/TPU meshes. config.cpu_convolutions: xla_flags (XLA:CPU only).
+  It has no effect on GPU/TPU meshes. config.cpu_convolutions and config.deterministic:
+  xla_flags.
   config.distributed: initialize_distributed.
   """
   # Counting the model's parameters traces its init: only when an 'auto' setting needs it.
@@ -99,7 +117,8 @@ def setup_devices(config: ml_collections.ConfigDict) -> None:
   flags = xla_flags(config, os.environ.get('XLA_FLAGS', ''), jaxlib.version.__version__, large)
   if flags != os.environ.get('XLA_FLAGS', ''):
     os.environ['XLA_FLAGS'] = flags  # Read when JAX starts its backends.
-    logging.info('XLA:CPU convolutions: Eigen (cpu_convolutions=%r).', config.cpu_convolutions)
+    logging.info('XLA_FLAGS=%s (cpu_convolutions=%r, deterministic=%r).', flags,
+                 config.cpu_convolutions, config.deterministic)
   if config.num_cpu_devices < 0 and 'xla_force_host_platform_device_count' in os.environ.get(
       'XLA_FLAGS', ''):
     count = 0  # The user split the CPU with XLA_FLAGS already.

@@ -17,7 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from tod_jax import checkpointing, devices, sharded_map
+from tod_jax import checkpointing, devices, precision, sharded_map
 from tod_jax.cycle import CycleRecord, CycleState, Experiment
 from tod_jax.errors import ConfigError, MissingFileError
 
@@ -27,7 +27,7 @@ RESUMABLE_CHANGES = frozenset(
     {'num_cycles', 'progress_bar', 'tensorboard', 'score_chunk_size', 'data_dir',
      'data_on_device', 'device_data_max_bytes', 'distributed', 'coordinator_address',
      'num_processes', 'process_id', 'num_cpu_devices', 'distributed_timeout', 'host_pool',
-     'cpu_convolutions'})
+     'cpu_convolutions', 'deterministic', 'precision'})
 # Config fields added after runs were saved: a config.json without one had this value.
 ADDED_FIELDS = {'label_noise': 0.0, 'label_noise_seed': 0, 'snapshot_intervals': '',
                 'compute_dtype': 'float32', 'tod_loss_form': 'paper', 'cod_interval': 'cycle',
@@ -35,7 +35,9 @@ ADDED_FIELDS = {'label_noise': 0.0, 'label_noise_seed': 0, 'snapshot_intervals':
                 'vaal_beta': 1.0, 'vaal_adversary_weight': 1.0, 'vaal_learning_rate': 5e-4,
                 'vaal_batch_size': 64, 'vaal_vae_steps': 2, 'vaal_discriminator_steps': 1,
                 'vaal_iteration_fraction': 0.25, 'init_checkpoint': '', 'host_pool': False,
-                'cpu_convolutions': 'xla_default', 'param_init': 'flax'}
+                'cpu_convolutions': 'xla_default', 'param_init': 'flax',
+                # Runs before the precision policy ran every phase at JAX's default.
+                'precision': dict.fromkeys(precision.PHASES, 'default'), 'deterministic': False}
 # Fields renamed since: old name -> new name.
 RENAMED_FIELDS = {'extra_baselines': 'snapshot_intervals', 'loss_baseline': 'loss_teacher'}
 

@@ -6,6 +6,8 @@ Dataset configs (configs/*.py, or a user's own file anywhere) import this with
 
 import ml_collections
 
+from tod_jax import precision
+
 
 def get_config() -> ml_collections.ConfigDict:
   """Returns the paper's CIFAR-10 protocol."""
@@ -84,9 +86,13 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Scoring and evaluation.
   config.score_chunk_size = 1024  # Pool samples per sharded scoring call (rounded up to #devices).
+  # Matmul/convolution precision per phase: 'default' (TF32 on GPU, 1 bf16 pass on TPU),
+  # 'high' or 'highest' (float32); tod_jax/precision.py, README "Precision".
+  config.precision = ml_collections.ConfigDict(precision.DEFAULTS)
 
   # Devices and hosts (each batch is split over all devices; batch sizes must divide evenly).
   config.num_cpu_devices = -1  # On CPU: N XLA devices (data parallel); -1: auto (devices.py); 0: one.
+  config.deterministic = True  # XLA:GPU deterministic kernels, no autotuning (devices.py).
   config.cpu_convolutions = 'auto'  # XLA:CPU kernels: 'eigen', 'xla_default'; 'auto': eigen for large models.
   config.distributed = False  # Multi-host: jax.distributed.initialize() before anything else.
   config.coordinator_address = ''  # 'host:port' of process 0; '' = from the environment (TPU, SLURM).
