@@ -1,4 +1,5 @@
-"""Shared test setup: the repo root on sys.path (for `configs`), tiny run configs."""
+"""Shared test setup: the repo root on sys.path (for `configs`), tiny run configs, the
+environment of subprocesses, the precision of math tests."""
 
 import os
 import sys
@@ -8,6 +9,18 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
+
+
+def subprocess_env(**changes: str) -> dict:
+  """This process's environment for a subprocess, with the repo root added to PYTHONPATH
+  (never replacing it: an environment may bring its packages through PYTHONPATH)."""
+  path = os.pathsep.join(p for p in (ROOT, os.environ.get('PYTHONPATH', '')) if p)
+  return dict(os.environ, PYTHONPATH=path, **changes)
+
+
+def cpu_env(**changes: str) -> dict:
+  """subprocess_env for a check of CPU behaviour: JAX on the CPU, whatever the machine has."""
+  return subprocess_env(JAX_PLATFORMS='cpu', **changes)
 
 
 def make_tiny_config():
@@ -34,17 +47,38 @@ def eight_device_output() -> str:
   Fails the calling test with the script's output if it exits non-zero.
   """
   import subprocess  # pylint: disable=import-outside-toplevel
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
-             JAX_PLATFORMS='cpu')
+  env = cpu_env(XLA_FLAGS='--xla_force_host_platform_device_count=8')
   result = subprocess.run([sys.executable, os.path.join(ROOT, 'tests', 'multidevice_check.py')],
                           env=env, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stdout + result.stderr
   return result.stdout
 
 
+def _run_xla_flags() -> None:
+  """The XLA flags a run sets (devices.setup_devices), set before JAX starts: on a GPU the
+  suite runs with deterministic kernels, as runs do."""
+  import jaxlib.version  # pylint: disable=import-outside-toplevel
+  from tod_jax import devices  # pylint: disable=import-outside-toplevel
+  os.environ['XLA_FLAGS'] = devices.xla_flags(
+      make_tiny_config(), os.environ.get('XLA_FLAGS', ''), jaxlib.version.__version__,
+      large_model=False)
+
+
+_run_xla_flags()
+
+
 @pytest.fixture
 def tiny_config():
   return make_tiny_config()
+
+
+@pytest.fixture
+def highest_precision():
+  """Float32 matmuls and convolutions on every platform, for tests of math against NumPy or
+  PyTorch: JAX's default is TF32 on recent GPUs and one bfloat16 pass on TPUs."""
+  import jax  # pylint: disable=import-outside-toplevel
+  with jax.default_matmul_precision('highest'):
+    yield
 
 
 def write_image_folder(root, seeds_per_class=4, unlabeled_per_class=12, test_per_class=3):

@@ -14,6 +14,8 @@ import sys
 import jax
 import pytest
 
+from conftest import subprocess_env
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
 
@@ -189,7 +191,7 @@ def _run_parity(*args, env=None):
   returns its JSON lines."""
   import subprocess  # pylint: disable=import-outside-toplevel
   result = subprocess.run([sys.executable, PARITY, *args], capture_output=True, text=True,
-                          timeout=900, env=env)
+                          timeout=900, env=env or subprocess_env())
   assert result.returncode == 0, result.stdout + result.stderr
   return [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{')]
 
@@ -316,26 +318,37 @@ def test_reference_parity_summarize_reads_out_files(tmp_path):
 
 
 def test_reference_parity_skips_without_checkout(tmp_path):
-  env = {k: v for k, v in os.environ.items() if k != 'TOD_REFERENCE_DIR'}
+  env = {k: v for k, v in subprocess_env().items() if k != 'TOD_REFERENCE_DIR'}
   lines = _run_parity(f'--reference_dir={tmp_path}', env=env)
   assert len(lines) == 1 and lines[0]['impl'] == 'reference'
   assert 'main_TOD.py' in lines[0]['skipped'] and 'siyuhuang/TOD' in lines[0]['skipped']
 
 
 def test_gpu_suite_smoke_mode_writes_every_section(tmp_path):
-  """benchmarks/gpu_suite.sh smoke: the accelerator suite's wiring on this machine's device."""
+  """benchmarks/gpu_suite.sh smoke: the accelerator suite's wiring on this machine's device,
+  with this interpreter."""
   import subprocess  # pylint: disable=import-outside-toplevel
   out = tmp_path / 'results.jsonl'
   result = subprocess.run(['bash', os.path.join(ROOT, 'benchmarks', 'gpu_suite.sh'), 'smoke'],
-                          env=dict(os.environ, OUT_FILE=str(out)), capture_output=True,
-                          text=True, timeout=600)
+                          env=subprocess_env(OUT_FILE=str(out), PYTHON=sys.executable),
+                          capture_output=True, text=True, timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
   lines = [json.loads(line) for line in out.read_text().splitlines()]
   impls = {line.get('impl') for line in lines}
-  assert {'tod_jax_kept_outputs', 'tod_jax_two_pass', 'tod_jax', 'tod_jax_digits_run'} <= impls
+  assert {'tod_jax_kept_outputs', 'tod_jax_two_pass', 'tod_jax', 'tod_jax_digits_run',
+          'tod_jax_determinism'} <= impls
   assert any(line.get('cycle') == 1 and 'train_seconds' in line for line in lines)
   (digits,) = [line for line in lines if line.get('impl') == 'tod_jax_digits_run']
   assert digits['cycles'] == 1 and 0 <= digits['test_accuracy'][0] <= 1
+  # Precision: 'default' against 'highest' (equal on a CPU, which computes float32 at both).
+  (summary,) = [l for l in lines if l.get('kind') == 'overlap_summary' and l['measure'] == 'cod']
+  assert summary['setting'] == 'default' and summary['cycles'] == [1]
+  if jax.default_backend() == 'cpu':
+    assert summary['mean_overlap'] == [1.0]
+  # Determinism: stopped after cycle 1 and resumed in a new process, as the whole run.
+  (determinism,) = [line for line in lines if line.get('impl') == 'tod_jax_determinism']
+  assert determinism['deterministic'] and determinism['same_labeled_set']
+  assert determinism['same_records'] and determinism['first_differing_cycle'] is None
   assert all(line['device']['platform'] == jax.devices()[0].platform for line in lines)
 
 

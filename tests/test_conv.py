@@ -9,6 +9,9 @@ import pytest
 
 from tod_jax import conv, models
 
+# Math against NumPy/PyTorch/XLA: float32 on every platform (conftest.highest_precision).
+pytestmark = pytest.mark.usefixtures('highest_precision')
+
 
 def conv3x3(x, w):
   return conv.blocked_conv(x, w, (1, 1), ((1, 1), (1, 1)))

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import write_image_folder
+from conftest import subprocess_env, write_image_folder
 from tod_jax import checkpointing, driver, input_pipeline, label, label_sources, query
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -154,7 +154,8 @@ def test_partial_labels_then_next_cycle_trains_on_them(queried_once, tmp_path):
 
   # The next query, from the command line with the run's saved config, trains cycle 2.
   result = subprocess.run([sys.executable, '-m', 'tod_jax.query', f'--workdir={workdir}'],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+                          cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env=subprocess_env())
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'Cycle 2: trained on 10 labeled samples' in result.stdout
   records = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
@@ -175,7 +176,7 @@ def test_label_command_line_reports_errors_and_success(queried_once, tmp_path):
   query_ids = label_sources.read_ledger(workdir)['queries']['1']
   run = lambda path: subprocess.run(
       [sys.executable, '-m', 'tod_jax.label', f'--workdir={workdir}', f'--labels={path}'],
-      cwd=ROOT, capture_output=True, text=True, timeout=300)
+      cwd=ROOT, capture_output=True, text=True, timeout=300, env=subprocess_env())
   bad = run(_write(tmp_path / 'bad.csv', f'sample_id,label\n{query_ids[0]},zebra\n'))
   assert bad.returncode == 1 and 'not a class' in bad.stderr and 'Nothing was imported' in bad.stderr
   good = run(_write(tmp_path / 'good.csv', 'sample_id,label\n' + ''.join(

@@ -15,6 +15,7 @@ import time
 import numpy as np
 import pytest
 
+from conftest import cpu_env
 from tod_jax import launch, rundir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,7 +25,7 @@ ARGS = ['--config=configs/digits.py', '--config.num_cycles=2', '--config.num_epo
 
 
 def _env():
-  return dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
+  return cpu_env()
 
 
 def _records(workdir):

@@ -13,6 +13,10 @@ from tod_jax.sharded_map import make_mesh
 from tod_jax.strategies import mc_dropout
 from tod_jax.train_state import init_variables
 
+# Math against NumPy/PyTorch/XLA: float32 on every platform (conftest.highest_precision).
+pytestmark = pytest.mark.usefixtures('highest_precision')
+
+
 # 20 of the pool's images in chunks of 16: a full chunk and a padded one; a scrambled order.
 INDICES = np.random.default_rng(0).permutation(60)[:20]
 CHUNK, MC_PASSES, DROPOUT = 16, 2, 0.5

@@ -18,6 +18,10 @@ from tod_jax.checkpointing import Checkpointer
 from tod_jax.errors import ConfigError, MissingFileError
 from tod_jax.train_state import init_variables
 
+# Math against NumPy/PyTorch/XLA: float32 on every platform (conftest.highest_precision).
+pytestmark = pytest.mark.usefixtures('highest_precision')
+
+
 torch = pytest.importorskip('torch')
 nn = torch.nn
 

@@ -9,6 +9,9 @@ from tod_jax import input_pipeline, models, scoring, uncertainty
 from tod_jax.sharded_map import PoolMapper, make_mesh
 from tod_jax.train_state import init_variables
 
+# Math against NumPy/PyTorch/XLA: float32 on every platform (conftest.highest_precision).
+pytestmark = pytest.mark.usefixtures('highest_precision')
+
 
 def _softmax(z):
   e = np.exp(z - z.max(-1, keepdims=True))

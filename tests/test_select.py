@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import subprocess_env
 from tod_jax import candidates, input_pipeline, model_selection, models, scoring
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,7 +30,7 @@ def test_cli_prints_rankings_and_evaluation(pool):
       [sys.executable, '-m', 'tod_jax.select', f'--candidates={",".join(dirs)}',
        '--config=configs/digits.py', '--draws=20'],
       cwd=ROOT, capture_output=True, text=True, timeout=300,
-      env={**os.environ, 'PYTHONPATH': ROOT})
+      env=subprocess_env())
   assert result.returncode == 0, result.stderr[-3000:]
   out = result.stdout
   scorer = scoring.Scorer(models.create_model(config.model, 10), ds.mean, ds.std, 'softmax', 512)

@@ -9,9 +9,13 @@ import pytest
 from tod_jax import input_pipeline, loss_forms, models, tod, train
 from tod_jax.train_state import create_optimizer, create_train_state, init_variables, lr_decay_step
 
+# Math against NumPy/PyTorch/XLA: float32 on every platform (conftest.highest_precision).
+pytestmark = pytest.mark.usefixtures('highest_precision')
+
 
 @pytest.fixture
 def setup(tiny_config):
+  tiny_config.precision.train = 'highest'  # The steps below are checked against hand math.
   ds = input_pipeline.load_digits()
   model = models.create_model('small_cnn', 10)
   variables = init_variables(model, jax.random.PRNGKey(0), ds.image_shape,
