@@ -63,6 +63,13 @@ def config_flag_values(default_config: str,
   return fv
 
 
+def subprocess_env(**changes: str) -> dict:
+  """This process's environment plus `changes`, the repo root added to PYTHONPATH (never
+  replacing it: an environment may bring its packages through PYTHONPATH)."""
+  path = os.pathsep.join(p for p in (ROOT, os.environ.get('PYTHONPATH', '')) if p)
+  return dict(os.environ, PYTHONPATH=path, **changes)
+
+
 def skipped(impl: str, reason: str) -> dict:
   """The line for an implementation that did not run (e.g. torch not installed)."""
   return emit({'impl': impl, 'skipped': reason})

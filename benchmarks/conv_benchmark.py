@@ -83,7 +83,8 @@ def main(argv=None) -> list[dict]:
   parser.add_argument('--smoke', action='store_true', help='batch 4, shapes 32x32x16 and 4x4x16')
   parser.add_argument('--cpu_convolutions', default='eigen', choices=devices.CPU_CONVOLUTIONS)
   args = parser.parse_args(argv)
-  run_config = ml_collections.ConfigDict({'cpu_convolutions': args.cpu_convolutions})
+  run_config = ml_collections.ConfigDict({'cpu_convolutions': args.cpu_convolutions,
+                                          'deterministic': True})  # As a run's default.
   flags = devices.xla_flags(run_config, os.environ.get('XLA_FLAGS', ''),
                             jaxlib.version.__version__, large_model=True)  # ResNet-18's convs.
   os.environ['XLA_FLAGS'] = flags  # Before JAX starts its backends (no effect once started).

@@ -49,10 +49,11 @@ def worker(args) -> None:
 
 
 def run_setting(name: str, processes: int, host_pool: bool, examples: int) -> list[dict]:
+  import bench_utils  # pylint: disable=import-outside-toplevel
   from tod_jax import launch  # pylint: disable=import-outside-toplevel
   port = launch.free_port()
-  env = dict(os.environ, JAX_PLATFORMS='cpu', JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo',
-             PYTHONPATH=ROOT)
+  env = bench_utils.subprocess_env(JAX_PLATFORMS='cpu',
+                                   JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo')
   with tempfile.TemporaryDirectory() as workdir:
     procs = [subprocess.Popen(
         [sys.executable, __file__, '--worker', f'--examples={examples}', f'--port={port}',

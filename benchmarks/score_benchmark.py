@@ -6,6 +6,7 @@ and one line per ratio of two printed lines:
   python benchmarks/score_benchmark.py --pools=2048 --chunks=256
   python benchmarks/score_benchmark.py --pools=512,2048 --chunks=128,256,512
   python benchmarks/score_benchmark.py --peak_tflops=67   # adds the FLOP floor (H100 fp32)
+  python benchmarks/score_benchmark.py --score_precision=default   # TF32 on a recent GPU
   python benchmarks/score_benchmark.py --smoke   # tiny sizes and the small CNN, for the tests
 
 The steady state of a cycle c >= 2 is measured: the kept outputs of w_{c-1} exist, so
@@ -31,18 +32,20 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_utils  # noqa: E402  pylint: disable=g-import-not-at-top
-from tod_jax import devices, kept_outputs, models, scoring  # noqa: E402
+from tod_jax import devices, kept_outputs, models, precision, scoring  # noqa: E402
 from tod_jax.train_state import init_variables  # noqa: E402
 
 KEPT, TWO_PASS = 'tod_jax_kept_outputs', 'tod_jax_two_pass'
 
 
-def bench_jax(images, pools, chunk, model, repeats):
-  """Yields (impl, pool, forward passes per image, seconds) for one chunk size."""
+def bench_jax(images, pools, chunk, model, repeats, level):
+  """Yields (impl, pool, forward passes per image, seconds) for one chunk size, scoring at
+  precision `level`."""
   current = init_variables(model, jax.random.PRNGKey(1), images.shape[1:])
   # Any other weights time the same; scaling saves a second compile of the initialiser.
   previous = jax.tree.map(lambda x: 0.9 * x, current)
-  scorer = scoring.Scorer(model, bench_utils.CIFAR_MEAN, bench_utils.CIFAR_STD, 'softmax', chunk)
+  scorer = scoring.Scorer(model, bench_utils.CIFAR_MEAN, bench_utils.CIFAR_STD, 'softmax', chunk,
+                          score_precision=level)
   all_indices = np.arange(len(images))
   _, previous_kept = kept_outputs.cod_scores(scorer, previous, current, images, all_indices,
                                              None)  # Keeps f(x; prev).
@@ -113,6 +116,10 @@ def main(argv=None):
                       help="as the config field: -1 (auto, a run's default), 0 one device, N")
   parser.add_argument('--cpu_convolutions', default='auto', choices=devices.CPU_CONVOLUTIONS,
                       help="as the config field (XLA:CPU's convolution kernels)")
+  parser.add_argument('--score_precision', default=precision.DEFAULTS['score'],
+                      choices=precision.LEVELS, help='as config.precision.score')
+  parser.add_argument('--deterministic', type=int, default=1, choices=[0, 1],
+                      help='as config.deterministic (XLA:GPU deterministic kernels)')
   args = parser.parse_args(argv)
   if args.smoke:
     args.pools, args.chunks, args.repeats, args.model = [16, 24], [8], 1, 'small_cnn'
@@ -120,7 +127,7 @@ def main(argv=None):
   devices.setup_devices(ml_collections.ConfigDict(dict(
       model=args.model, num_cpu_devices=args.num_cpu_devices, batch_size=min(args.chunks),
       unlabeled_batch_size=min(args.chunks), semi=False, distributed=False,
-      cpu_convolutions=args.cpu_convolutions)))
+      cpu_convolutions=args.cpu_convolutions, deterministic=bool(args.deterministic))))
   images = np.random.default_rng(0).integers(0, 256, (max(args.pools), 32, 32, 3),
                                              dtype=np.uint8)
   model = models.create_model(args.model, 10)
@@ -131,7 +138,8 @@ def main(argv=None):
   for chunk in args.chunks:
     results = []
     if args.impl in ('all', 'jax'):
-      results += list(bench_jax(images, args.pools, chunk, model, args.repeats))
+      results += list(bench_jax(images, args.pools, chunk, model, args.repeats,
+                                args.score_precision))
     if args.impl in ('all', 'torch'):
       try:
         results += list(bench_torch(images, args.pools, chunk, args.model, args.repeats))
@@ -141,6 +149,8 @@ def main(argv=None):
     for impl, pool, passes, seconds in results:
       by_key[impl, pool] = bench_utils.emit({
           'impl': impl, 'model': args.model, 'pool': pool, 'chunk': chunk,
+          'score_precision': args.score_precision if impl.startswith('tod_jax') else None,
+          'deterministic': bool(args.deterministic),
           'forward_passes_per_image': passes, 'seconds': seconds,
           'images_per_s': pool / seconds,
           **bench_utils.flop_floor(passes * pool * flops_per_image, seconds, args.peak_tflops)})

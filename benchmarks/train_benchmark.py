@@ -169,7 +169,9 @@ def main(argv=None):
                                                      config.unlabeled_batch_size))
   common = {'model': config.model, 'tod_loss_form': config.tod_loss_form,
             'num_cpu_devices': jax.device_count(), 'batch': config.batch_size,
-            'unlabeled_batch': config.unlabeled_batch_size, 'steps': fv.steps}
+            'unlabeled_batch': config.unlabeled_batch_size, 'steps': fv.steps,
+            'train_precision': config.precision.train, 'deterministic': config.deterministic,
+            'compute_dtype': config.compute_dtype}
   lines, by_impl = [], {}
   for name, bench in (('jax', bench_jax), ('torch', bench_torch)):
     if fv.impl not in ('all', name):
