@@ -77,6 +77,25 @@ def test_second_pick_is_forced_and_copies_of_seeds_come_last():
     badge.kmeans_plus_plus(TWINS_A, TWINS_H, jax.random.PRNGKey(0), 4)
 
 
+def test_padding_rows_are_never_picked():
+  # Two padding rows with the largest norms; the forced picks stay [0, 2, 1].
+  a = np.concatenate([TWINS_A, [[-0.5, 0.5], [0.5, -0.5]]]).astype(np.float32)
+  h = np.concatenate([TWINS_H, [[50.0, 0.0], [0.0, 60.0]]]).astype(np.float32)
+  valid = np.array([True, True, True, False, False])
+  for seed in range(5):
+    np.testing.assert_array_equal(
+        badge.kmeans_plus_plus(a, h, jax.random.PRNGKey(seed), 3, valid), [0, 2, 1])
+  # Drawn picks do not depend on the padding either: JAX's (partitionable) threefry gives
+  # element i the same noise in a longer vector.
+  rng = np.random.default_rng(2)
+  a, h = rng.normal(size=(300, 10)), rng.normal(size=(300, 16))
+  pad = lambda x: np.pad(x, ((0, 212), (0, 0))).astype(np.float32)
+  key = jax.random.PRNGKey(7)
+  np.testing.assert_array_equal(
+      badge.kmeans_plus_plus(pad(a), pad(h), key, 40, np.arange(512) < 300),
+      badge.kmeans_plus_plus(a.astype(np.float32), h.astype(np.float32), key, 40))
+
+
 def test_picks_are_distinct_and_the_same_for_the_same_key():
   rng = np.random.default_rng(1)
   a, h = badge.gradient_embedding_factors(jnp.asarray(rng.normal(size=(50, 5)), jnp.float32),

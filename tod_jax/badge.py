@@ -18,6 +18,7 @@ products run at HIGHEST precision (not TF32 on GPUs).
 """
 
 import functools
+from typing import Optional
 
 import chex
 import jax
@@ -45,11 +46,11 @@ def squared_norms(a: chex.Array, h: chex.Array) -> chex.Array:
 
 def squared_distances(a: chex.Array, h: chex.Array, center_a: chex.Array,
                       center_h: chex.Array) -> chex.Array:
-  """||g_i - c_j||² = ||g_i||² + ||c_j||² - 2 <a_i, ca_j> <h_i, ch_j>, clamped at 0.
+  """||g_i - c_j||² = ||g_i||² + ||c_j||² - 2 <a_i, a'_j> <h_i, h'_j>, clamped at 0.
 
   Args:
     a, h: [n, K], [n, D] factors of the points g_i = a_i ⊗ h_i.
-    center_a, center_h: [m, K], [m, D] factors of the centers c_j.
+    center_a, center_h: [m, K], [m, D] factors a', h' of the centers c_j = a'_j ⊗ h'_j.
   Returns:
     [n, m] float32 squared distances.
   """
@@ -63,8 +64,8 @@ def squared_distances(a: chex.Array, h: chex.Array, center_a: chex.Array,
 
 
 @functools.partial(jax.jit, static_argnames='budget')
-def kmeans_plus_plus(a: chex.Array, h: chex.Array, key: chex.PRNGKey,
-                     budget: int) -> chex.Array:
+def kmeans_plus_plus(a: chex.Array, h: chex.Array, key: chex.PRNGKey, budget: int,
+                     valid: Optional[chex.Array] = None) -> chex.Array:
   """Positions of `budget` k-means++ seeds among the embeddings a_i ⊗ h_i.
 
   The first seed is the largest ||g|| (the authors' code; ties: the first); each
@@ -76,7 +77,8 @@ def kmeans_plus_plus(a: chex.Array, h: chex.Array, key: chex.PRNGKey,
   Args:
     a, h: [n, K], [n, D] float32 factors (gradient_embedding_factors).
     key: PRNG key of the draws (step i uses fold_in(key, i)).
-    budget: seeds to pick, at most n.
+    budget: seeds to pick, at most the number of valid points.
+    valid: [n] bool, False for padding rows (never picked); None: all valid.
   Returns:
     [budget] distinct int32 positions into a and h, in the order picked.
   """
@@ -85,6 +87,7 @@ def kmeans_plus_plus(a: chex.Array, h: chex.Array, key: chex.PRNGKey,
     raise ValueError(f'Cannot pick {budget} seeds among {n} points.')
   if budget == 0:
     return jnp.zeros((0,), jnp.int32)
+  valid = jnp.ones((n,), jnp.bool_) if valid is None else jnp.asarray(valid, jnp.bool_)
 
   def add_seed(j, min_sq, picked):
     to_j = squared_distances(a, h, a[j][None], h[j][None])[:, 0]
@@ -97,8 +100,8 @@ def kmeans_plus_plus(a: chex.Array, h: chex.Array, key: chex.PRNGKey,
     j = jnp.where(jnp.any(min_sq > 0.0), drawn, jnp.argmin(picked)).astype(jnp.int32)
     return (*add_seed(j, min_sq, picked), seeds.at[i].set(j))
 
-  first = jnp.argmax(squared_norms(a, h)).astype(jnp.int32)
-  min_sq, picked = add_seed(first, jnp.full((n,), jnp.inf, jnp.float32),
-                            jnp.zeros((n,), jnp.bool_))
+  first = jnp.argmax(jnp.where(valid, squared_norms(a, h), -1.0)).astype(jnp.int32)
+  # Padding starts as picked, at distance 0: never drawn, never the fallback.
+  min_sq, picked = add_seed(first, jnp.where(valid, jnp.inf, 0.0), ~valid)
   seeds = jnp.zeros((budget,), jnp.int32).at[0].set(first)
   return jax.lax.fori_loop(1, budget, pick, (min_sq, picked, seeds))[2]

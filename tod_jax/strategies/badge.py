@@ -31,6 +31,11 @@ def query(ctx: 'strategies.QueryContext', budget: int) -> 'strategies.QueryResul
     raise ranking.NonFiniteScoreError(
         f'{int((~np.isfinite(norms)).sum())} gradient embeddings are not finite: the model '
         'diverged; lower --config.learning_rate.')
+  # Padded to a multiple of score_chunk_size, so the seeding compiles once for several cycles
+  # (the picks are those without padding: tests/test_badge.py).
+  size = -(-len(a) // ctx.config.score_chunk_size) * ctx.config.score_chunk_size
+  pad = lambda x: np.pad(x, ((0, size - len(x)), (0, 0)))
   key = jax.random.PRNGKey(int(ctx.rng.integers(2**31)))
-  picks = np.asarray(badge_lib.kmeans_plus_plus(a, h, key, budget), np.int64)
+  picks = badge_lib.kmeans_plus_plus(pad(a), pad(h), key, budget, np.arange(size) < len(a))
+  picks = np.asarray(picks, np.int64)
   return strategies.QueryResult(ctx.query_pool[picks].astype(np.int64), norms, order='neither')
