@@ -1,5 +1,6 @@
 """Run with 8 fake CPU devices (conftest.eight_device_output): sharded scoring (COD, logits,
-accuracy; segmentation COD, confusion, per-pixel entropy) == single device,
+accuracy, BADGE's factors and picks; segmentation COD, confusion, per-pixel entropy) == single
+device,
 then multidevice_train_check: data-parallel training == one device. One process for both.
 
 Exits non-zero with a message if any check fails.
@@ -8,7 +9,7 @@ Exits non-zero with a message if any check fails.
 import jax
 import numpy as np
 
-from tod_jax import input_pipeline, models, scoring, uncertainty
+from tod_jax import badge, input_pipeline, models, scoring, uncertainty
 from tod_jax.sharded_map import make_mesh
 from tod_jax.train_state import init_variables
 
@@ -34,6 +35,7 @@ def main():
                              single.logits(a, ds.test_images), rtol=1e-5, atol=1e-5)
   assert sharded.accuracy(a, ds.test_images, ds.test_labels) == single.accuracy(
       a, ds.test_images, ds.test_labels)
+  _check_badge(sharded, single, a, ds, indices)
   # Segmentation: per-image COD and the confusion matrix over (images, masks) pytrees.
   from tod_jax import synthetic_seg  # pylint: disable=import-outside-toplevel
   seg = synthetic_seg.load(num_train=21, num_test=13, size=16)
@@ -55,6 +57,17 @@ def main():
   _check_blocked_conv(devices)
   import multidevice_train_check  # pylint: disable=import-outside-toplevel
   multidevice_train_check.check_training(devices)
+
+
+def _check_badge(sharded, single, variables, ds, indices):
+  """BADGE's gradient embedding factors (333: a padded chunk) and its k-means++ picks."""
+  sharded_factors = sharded.gradient_embedding_factors(variables, ds.train_images, indices)
+  single_factors = single.gradient_embedding_factors(variables, ds.train_images, indices)
+  for got, want in zip(sharded_factors, single_factors):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  key = jax.random.PRNGKey(0)
+  np.testing.assert_array_equal(badge.kmeans_plus_plus(*sharded_factors, key, 40),
+                                badge.kmeans_plus_plus(*single_factors, key, 40))
 
 
 def _check_blocked_conv(devices):

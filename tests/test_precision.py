@@ -64,7 +64,8 @@ def test_lowered_scorer_carries_the_requested_precision(digits, score, evaluate)
   assert _levels(cod) == {score.upper()}
   measure = scorer._uncertainty(lambda p: p.max(-1))
   assert _levels(measure.lower(variables, images).as_text()) == {score.upper()}
-  assert _levels(scorer._features.lower(variables, images).as_text()) == {score.upper()}
+  for mapper in (scorer._features, scorer._gradient_embedding_factors):
+    assert _levels(mapper.lower(variables, images).as_text()) == {score.upper()}
   evaluation = scorer._logits_in(32, scorer.evaluate_precision).lower(variables, images)
   assert _levels(evaluation.as_text()) == {evaluate.upper()}
 

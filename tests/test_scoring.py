@@ -177,3 +177,19 @@ def test_uncertainty_is_the_measure_of_the_softmax_per_index(two_models):
     got = scorer.uncertainty(a, measure, ds.train_images, indices)
     chex.assert_shape(got, (len(indices),))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_gradient_embedding_factors_are_softmax_minus_onehot_and_features(two_models):
+  """BADGE's factors per index (a padded chunk) == NumPy on the Scorer's logits and features."""
+  ds, model, a, _ = two_models
+  scorer = scoring.Scorer(model, ds.mean, ds.std, 'softmax', chunk_size=16)
+  indices = np.array([40, 2, 7, 300, 1, 99, 5, 18, 16, 17, 3, 250, 11, 12, 13, 14, 15, 6, 0])
+  with jax.default_matmul_precision('highest'):  # The same forward pass on a TF32 GPU too.
+    factor_a, factor_h = scorer.gradient_embedding_factors(a, ds.train_images, indices)
+    logits = np.asarray(scorer.logits(a, ds.train_images, indices), np.float64)
+    features = scorer.features(a, ds.train_images, indices)
+  chex.assert_shape([factor_a, factor_h], [(len(indices), 10), (len(indices), 128)])
+  chex.assert_type([factor_a, factor_h], np.float32)
+  expected_a = _softmax(logits) - np.eye(10)[np.argmax(logits, -1)]
+  np.testing.assert_allclose(factor_a, expected_a, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(factor_h, features, rtol=1e-5, atol=1e-6)

@@ -1,6 +1,7 @@
 """Each strategy on a hand-built case with a known answer; no strategy returns a bad index."""
 
 import dataclasses
+import os
 import types
 
 import jax
@@ -8,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tod_jax import (input_pipeline, kept_outputs, loss_prediction, models, scoring, strategies,
-                     uncertainty)
+from tod_jax import (badge, checkpointing, driver, input_pipeline, kept_outputs, loss_prediction,
+                     models, scoring, strategies, synthetic_seg, uncertainty)
+from tod_jax.errors import ConfigError
 from tod_jax.strategies import coreset, mc_dropout
 from tod_jax.train_state import create_optimizer, create_train_state, init_variables
 
@@ -30,6 +32,10 @@ class TableScorer:
 
   def predicted_loss(self, variables, head, images, indices):
     return self.table[indices, 0]
+
+  def gradient_embedding_factors(self, variables, images, indices):
+    """a = 1: each candidate's BADGE embedding is its table row."""
+    return np.ones((len(indices), 1), np.float32), self.table[indices]
 
 
 def _ctx(table, candidates, labeled, state=None):
@@ -205,3 +211,55 @@ def test_cod_queries_the_largest_cod_and_optionally_the_lowest_in_cycle_1(real_s
   config.cod_first_cycle = 'middle'
   with pytest.raises(ValueError, match='cod_first_cycle'):
     strategies.check_config(config)
+
+
+def test_badge_starts_at_the_largest_gradient_and_scores_its_norm():
+  # Embeddings = rows; labeled 0 and 3 would have the largest norms. Candidate norms 1, 2, 3.
+  table = [[9.0, 0.0], [1.0, 0.0], [0.0, 2.0], [5.0, 5.0], [0.0, 3.0]]
+  ctx = _ctx(table, [1, 2, 4], [0, 3])
+  result = strategies.get_strategy('badge')(ctx, 1)
+  np.testing.assert_array_equal(result.indices, [4])
+  np.testing.assert_allclose(result.scores, [1.0, 2.0, 3.0])
+  assert result.order == 'neither' and result.indices.dtype == np.int64
+  picked = _query('badge', _ctx(table, [1, 2, 4], [0, 3]), 3)
+  assert picked[0] == 4 and sorted(picked) == [1, 2, 4]
+
+
+def test_badge_on_the_real_scorer_is_reproducible(real_setup):
+  ds, _, state, baseline, scorer, config = real_setup
+  candidates = np.arange(0, 300, 2)
+  query = lambda seed: strategies.get_strategy('badge')(strategies.QueryContext(
+      config, ds, np.arange(1, 300, 2), candidates, state, baseline, scorer,
+      np.random.default_rng(seed)), 20)
+  first, again, other = query(5), query(5), query(6)
+  np.testing.assert_array_equal(first.indices, again.indices)
+  assert not np.array_equal(first.indices, other.indices)
+  a, h = scorer.gradient_embedding_factors(state.variables, ds.train_images, candidates)
+  np.testing.assert_allclose(first.scores, np.sqrt(badge.squared_norms(a, h)), rtol=1e-6)
+  assert first.indices[0] == candidates[np.argmax(first.scores)]
+
+
+def test_badge_queries_a_digits_cycle(tiny_config, tmp_path):
+  tiny_config.strategy, tiny_config.num_cycles, tiny_config.num_epochs = 'badge', 1, 1
+  workdir = str(tmp_path)
+  (record,) = driver.run(tiny_config, workdir)
+  assert record['strategy'] == 'badge' and record['num_queried'] == 72
+  checkpointer = checkpointing.Checkpointer(workdir)
+  meta = checkpointer.restore_meta(1)
+  checkpointer.close()
+  queried, labeled = np.asarray(meta['queried']), np.asarray(meta['labeled'])
+  initial = np.setdiff1d(labeled, queried)
+  assert len(np.unique(queried)) == 72 and len(initial) == 144 and len(labeled) == 144 + 72
+  assert meta['query_order'] == 'neither'
+  assert len(meta['query_scores']) == 72 and min(meta['query_scores']) > 0.0
+
+
+def test_badge_refuses_segmentation_before_training(tmp_path):
+  from configs import synthetic_seg as seg_config  # pylint: disable=import-outside-toplevel
+  config = seg_config.get_config()
+  config.strategy = 'badge'
+  dataset = synthetic_seg.load(num_train=40, num_test=4, size=16)
+  with pytest.raises(ConfigError, match="Strategy 'badge' needs a classification dataset, but "
+                     "'synthetic_seg' is segmentation .* e.g. 'cod', 'entropy' or 'coreset'"):
+    driver.run(config, str(tmp_path), dataset)
+  assert not os.path.exists(os.path.join(str(tmp_path), 'checkpoints'))

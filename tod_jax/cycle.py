@@ -124,6 +124,7 @@ def setup(config: ml_collections.ConfigDict, dataset: Dataset, mesh: Optional[Me
   if dataset.is_segmentation and config.crop_size > min(dataset.image_shape[:2]):
     raise ConfigError(f'crop_size {config.crop_size} exceeds the {dataset.name} images '
                       f'{dataset.image_shape[:2]}; lower --config.crop_size (0: no crop).')
+  strategies.check_dataset(config.strategy, dataset)
   if dataset.is_segmentation and loss_forms.uses_consistency_head(config):
     raise ConfigError(f"tod_loss_form={config.tod_loss_form!r} needs a classification dataset; "
                       "set --config.tod_loss_form=paper for segmentation.")

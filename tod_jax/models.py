@@ -132,7 +132,7 @@ def register_model(name: str, factory: Callable[..., nn.Module]) -> None:
   `factory(num_classes=, dropout_rate=, dtype=)` builds the module; its
   `__call__(x, train=False, dropout=None)` maps NHWC float images to logits
   [batch, classes] and keeps BatchNorm statistics (if any) in 'batch_stats'.
-  Strategies that need features ('coreset', LL4AL, tod_loss_form='reference')
+  Strategies that need features ('coreset', 'badge', LL4AL, tod_loss_form='reference')
   need it to sow 'features' (and 'stage<i>') into 'intermediates' as the built-in
   models do; MC dropout needs `dropout=True` to turn dropout on at inference.
   config.param_init='pytorch' (the default) re-draws its initial values (initializers.py);

@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from tod_jax import input_pipeline, loss_prediction, metrics, precision, tod, uncertainty
+from tod_jax import (badge, input_pipeline, loss_prediction, metrics, precision, tod,
+                     uncertainty)
 from tod_jax.sharded_map import PoolMapper, make_mesh
 
 
@@ -33,15 +34,24 @@ def _uncertainty(apply_fn, mean, std, measure, variables, images):
   return uncertainty.image_mean(measure(probs))  # Segmentation: per pixel, then the image mean.
 
 
+def _logits_and_intermediates(apply_fn, mean, std, variables, images):
+  logits, state = apply_fn(variables, input_pipeline.normalize(images, mean, std), train=False,
+                           mutable=['intermediates'])
+  # float32 even under bfloat16 compute: distances (core-set, BADGE) need the precision.
+  return logits, jax.tree.map(lambda a: a.astype(jnp.float32), state['intermediates'])
+
+
 def _intermediates(apply_fn, mean, std, variables, images):
-  _, state = apply_fn(variables, input_pipeline.normalize(images, mean, std), train=False,
-                      mutable=['intermediates'])
-  # float32 even under bfloat16 compute: distances (core-set) need the precision.
-  return jax.tree.map(lambda a: a.astype(jnp.float32), state['intermediates'])
+  return _logits_and_intermediates(apply_fn, mean, std, variables, images)[1]
 
 
 def _features(apply_fn, mean, std, variables, images):
   return _intermediates(apply_fn, mean, std, variables, images)['features'][0]
+
+
+def _gradient_embedding_factors(apply_fn, mean, std, variables, images):
+  logits, intermediates = _logits_and_intermediates(apply_fn, mean, std, variables, images)
+  return badge.gradient_embedding_factors(logits, intermediates['features'][0])
 
 
 def _predicted_loss(apply_fn, mean, std, variables_and_head, images):
@@ -107,6 +117,7 @@ class Scorer:
     self._outputs = mapper(_outputs, output)
     self._cod = mapper(_cod, output)
     self._features = mapper(_features)
+    self._gradient_embedding_factors = mapper(_gradient_embedding_factors)
     self._predicted_loss = mapper(_predicted_loss)
     # Built on first use, one per static argument.
     self._mc = functools.lru_cache(maxsize=None)(functools.partial(mapper, _mc_probabilities))
@@ -161,6 +172,15 @@ class Scorer:
                indices: Optional[np.ndarray] = None) -> np.ndarray:
     """Penultimate features (sown as 'features'), [len(indices), D] float32."""
     return self._features(variables, images, indices)
+
+  def gradient_embedding_factors(self, variables: chex.ArrayTree, images: np.ndarray,
+                                 indices: Optional[np.ndarray] = None
+                                 ) -> tuple[np.ndarray, np.ndarray]:
+    """BADGE's factors (a = p - onehot(argmax p) [n, K], h = features [n, D]), float32.
+
+    Sample i's gradient embedding is a_i ⊗ h_i (tod_jax/badge.py). Classification only.
+    """
+    return self._gradient_embedding_factors(variables, images, indices)
 
   def predicted_loss(self, variables: chex.ArrayTree, loss_head_params: Any,
                      images: np.ndarray, indices: Optional[np.ndarray] = None) -> np.ndarray:

@@ -6,8 +6,8 @@ random) and its new strategy state. Strategies read the context and return;
 they never write into it. Add one by writing a module here that decorates its
 function with `@register('name')` and importing it below (or call `register`
 from your own code). A strategy may name a config check (run before any data
-is loaded) and may ask for LL4AL's loss prediction module to be trained with
-the model.
+is loaded), may ask for LL4AL's loss prediction module to be trained with
+the model, and may refuse segmentation datasets (checked by cycle.setup).
 """
 
 import dataclasses
@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 
 from tod_jax import ranking
+from tod_jax.errors import ConfigError
 from tod_jax.input_pipeline import Dataset
 from tod_jax.registry import Registry
 from tod_jax.scoring import Scorer
@@ -46,7 +47,9 @@ class QueryResult:
   indices: np.ndarray  # [budget] int64 pool indices, in query order.
   scores: Optional[np.ndarray] = None  # [len(query_pool)] per-candidate score, or None.
   strategy_state: Optional[dict] = None  # The new strategy state; None: unchanged.
-  order: str = 'highest'  # Which end of `scores` the query took ('highest' or 'lowest').
+  # Which end of `scores` the query took: 'highest' or 'lowest'; 'neither' when the picks
+  # are not a top-b of the scores (e.g. BADGE draws them).
+  order: str = 'highest'
 
 
 def ranked(ctx: QueryContext, scores: np.ndarray, budget: int, lowest: bool = False,
@@ -66,16 +69,17 @@ class StrategySpec:
   query: Strategy
   check: Optional[ConfigCheck] = None
   loss_head: bool = False  # Train LL4AL's loss prediction module with the model.
+  classification_only: bool = False  # Refuse segmentation datasets (check_dataset).
 
 
 STRATEGIES: Registry[StrategySpec] = Registry('strategy', 'strategy')
 
 
-def register(name: str, *, check: Optional[ConfigCheck] = None,
-             loss_head: bool = False) -> Callable[[Strategy], Strategy]:
+def register(name: str, *, check: Optional[ConfigCheck] = None, loss_head: bool = False,
+             classification_only: bool = False) -> Callable[[Strategy], Strategy]:
   """Registers a strategy; `check(config)` raises on configs it cannot use."""
   def wrap(fn: Strategy) -> Strategy:
-    STRATEGIES.register(name, StrategySpec(fn, check, loss_head))
+    STRATEGIES.register(name, StrategySpec(fn, check, loss_head, classification_only))
     return fn
   return wrap
 
@@ -91,6 +95,15 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     spec.check(config)
 
 
+def check_dataset(name: str, dataset: Dataset) -> None:
+  """Raises if strategy `name` cannot query `dataset` (segmentation for a classifier-only one)."""
+  if dataset.is_segmentation and STRATEGIES.get(name).classification_only:
+    raise ConfigError(
+        f'Strategy {name!r} needs a classification dataset, but {dataset.name!r} is '
+        "segmentation (per-pixel logits); set --config.strategy to one that handles "
+        "segmentation, e.g. 'cod', 'entropy' or 'coreset'.")
+
+
 def needs_loss_head(name: str) -> bool:
   """Whether strategy `name` trains LL4AL's loss prediction module with the model."""
   return STRATEGIES.get(name).loss_head
@@ -98,4 +111,4 @@ def needs_loss_head(name: str) -> bool:
 
 # Registration by import.
 from tod_jax.strategies import (  # noqa: E402,F401
-    cod, coreset, emaod, ll4al, mc_dropout, random_sampling, uncertainty_sampling, vaal)
+    badge, cod, coreset, emaod, ll4al, mc_dropout, random_sampling, uncertainty_sampling, vaal)
