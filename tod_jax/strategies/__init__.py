@@ -66,16 +66,21 @@ class StrategySpec:
   query: Strategy
   check: Optional[ConfigCheck] = None
   loss_head: bool = False  # Train LL4AL's loss prediction module with the model.
+  features: bool = False  # Reads the model's sown 'features' (checked when a run starts).
 
 
 STRATEGIES: Registry[StrategySpec] = Registry('strategy', 'strategy')
 
 
-def register(name: str, *, check: Optional[ConfigCheck] = None,
-             loss_head: bool = False) -> Callable[[Strategy], Strategy]:
-  """Registers a strategy; `check(config)` raises on configs it cannot use."""
+def register(name: str, *, check: Optional[ConfigCheck] = None, loss_head: bool = False,
+             features: bool = False) -> Callable[[Strategy], Strategy]:
+  """Registers a strategy; `check(config)` raises on configs it cannot use.
+
+  `loss_head`: the run trains LL4AL's module with the model (it reads the model's sown
+  'stage<i>'); `features`: the strategy reads the model's sown pooled 'features'.
+  """
   def wrap(fn: Strategy) -> Strategy:
-    STRATEGIES.register(name, StrategySpec(fn, check, loss_head))
+    STRATEGIES.register(name, StrategySpec(fn, check, loss_head, features))
     return fn
   return wrap
 
@@ -89,6 +94,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   spec = STRATEGIES.get(config.strategy)
   if spec.check is not None:
     spec.check(config)
+
+
+def reads_features(name: str) -> bool:
+  """Whether strategy `name` reads the model's sown pooled 'features'."""
+  return STRATEGIES.get(name).features
 
 
 def needs_loss_head(name: str) -> bool:
