@@ -1,7 +1,7 @@
 """Every mistake a user can make (issue #26 and the README's list), as a table.
 
-Command-line rows run the real command (`python -m tod_jax.<command>`), all started at
-once, each in its own directory. A mistake must end with exit code 1, no traceback, and
+Command-line rows run the real command (`python -m tod_jax.<command>`), three at a time,
+each on its own files. A mistake must end with exit code 1, no traceback, and
 exactly one stderr line that is not an absl log record (the INFO lines a command logs
 before it fails are allowed): `tod_jax.<command>: error: ...` naming the cause and the
 fix. Every path the command was given (workdir, data, labels) must be byte-identical
@@ -59,7 +59,11 @@ class Row:
 
 
 def _snapshot(path: str):
-  """Bytes of every file and the name of every directory under `path`; None if absent."""
+  """Bytes of every file and the name of every directory under `path` (a file: its bytes);
+  None if absent."""
+  if os.path.isfile(path):
+    with open(path, 'rb') as f:
+      return f.read()
   if not os.path.exists(path):
     return None
   out = {}
@@ -109,8 +113,7 @@ def _run(row: Row, cwd: str) -> subprocess.CompletedProcess:
     proc = subprocess.Popen(_command(row), cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     if row.interrupt_when:
-      while proc.poll() is None and not (os.path.exists(row.interrupt_when)
-                                         and open(row.interrupt_when).read()):
+      while proc.poll() is None and not _snapshot(row.interrupt_when):
         time.sleep(0.05)
       proc.send_signal(signal.SIGINT)  # As Ctrl-C in a terminal.
     stdout, stderr = proc.communicate(timeout=600)
