@@ -262,7 +262,7 @@ def test_validate_config_rejects_unusable_strategy_settings(field, value, match)
 
 def _restored(config, workdir, cycle):
   """(state after `cycle`, its meta, its snapshots, model, dataset) of the run in `workdir`."""
-  dataset = driver.load_run_dataset(config, workdir)
+  dataset, _ = driver.load_run_dataset(config)
   experiment = cycle_lib.setup(config, dataset)
   ckpt = checkpointing.Checkpointer(workdir)
   try:

@@ -49,10 +49,13 @@ def test_edge_probabilities_and_bad_values():
 def test_apply_corrupts_pool_labels_only_and_records_them(tmp_path):
   config = make_tiny_config()
   dataset = input_pipeline.load_dataset(config)
-  assert label_noise.apply(config, dataset, str(tmp_path)) is dataset  # Default 0: no noise.
+  assert label_noise.apply(config, dataset) == (dataset, None)  # Default 0: no noise.
+  label_noise.write_record(str(tmp_path), None)
   assert not (tmp_path / label_noise.RECORD).exists()
   config.label_noise, config.label_noise_seed = 0.25, 5
-  noisy = label_noise.apply(config, dataset, str(tmp_path))
+  noisy, record = label_noise.apply(config, dataset)
+  assert not (tmp_path / label_noise.RECORD).exists()  # Written only once a run's checks pass.
+  label_noise.write_record(str(tmp_path), record)
   np.testing.assert_array_equal(noisy.test_labels, dataset.test_labels)
   np.testing.assert_array_equal(noisy.test_images, dataset.test_images)
   changed = np.flatnonzero(noisy.train_labels != dataset.train_labels)

@@ -1,6 +1,6 @@
 """Does COD estimate the loss on this run? Diagnostics over a run's checkpoints (Figs. 3, 5-7, 14).
 
-  python -m tod_jax.analyze --workdir=DIR [--compare_workdirs=DIR2,DIR3]
+  python -m tod_jax.analyze --workdir=DIR [--compare_workdirs=DIR2,DIR3] [--out=OUT]
 
 For every checkpointed cycle c, on the cycle's unlabeled pool U_c (the whole
 pool minus the set w_c was trained on):
@@ -10,7 +10,7 @@ pool minus the set w_c was trained on):
   COD against each snapshot the run kept with config.snapshot_intervals (Fig. 7);
 * other scores the run can compute: entropy, margin, and LL4AL's predicted loss
   where the run trained that module.
-Writes DIR/analysis/: cycles.csv + fig3_cod_loss.png (means and Spearman per cycle),
+Writes DIR/analysis/ (or --out): cycles.csv + fig3_cod_loss.png (means and Spearman per cycle),
 loss_bins.csv + fig5_loss_bins.png (mean loss in COD-ranked bins), recall.csv +
 fig6_recall.png (recall of the highest-loss samples), cod_intervals.csv +
 fig7_cod_intervals.png (only if the run kept extra baselines), tsne.csv +
@@ -27,13 +27,14 @@ from typing import Sequence
 import numpy as np
 from absl import app, flags, logging
 
-from tod_jax import checkpointing, cli, input_pipeline, ranking, rundir, uncertainty
+from tod_jax import checkpointing, cli, errors, input_pipeline, ranking, rundir, uncertainty
 from tod_jax import cycle as cycle_lib
 from tod_jax.errors import UserError
 from tod_jax.strategies import cod as cod_strategy
 
 RECALL_FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
 SUBDIR = 'analysis'
+UNWRITABLE_FIX = 'pass --out=DIR, a writable directory for the tables and figures'
 
 
 # Pure measures (tested against hand-computed values).
@@ -237,15 +238,23 @@ def _bin_labels(bin_fraction: float, num_bins: int) -> list[str]:
 
 
 def analyze(workdir: str, compare_workdirs: Sequence[str] = (), tsne_cycle: int = 0,
-            tsne_max_labeled: int = 1000, bin_fraction: float = 0.05) -> str:
-  """Writes every table and figure under workdir/analysis; returns that directory."""
+            tsne_max_labeled: int = 1000, bin_fraction: float = 0.05, out_dir: str = '') -> str:
+  """Writes every table and figure under `out_dir` (default workdir/analysis); returns it.
+
+  The run is only read: a run on a read-only mount is analyzed into another `out_dir`.
+  """
   _pyplot()  # Fails fast without matplotlib, before any work.
-  out_dir = os.path.join(workdir, SUBDIR)
-  os.makedirs(out_dir, exist_ok=True)
-  run = Run(workdir)
+  out_dir = out_dir or os.path.join(workdir, SUBDIR)
+  rundir.saved_config(workdir)  # Not a run: that first.
+  with errors.writing(out_dir, UNWRITABLE_FIX):
+    checkpointing.check_writable(out_dir)  # Before minutes of work, not after.
+  run = Run(workdir)  # Checks the rest of the run before anything is written.
   try:
     data = collect(run)
-    _write_all(run, data, out_dir, compare_workdirs, tsne_cycle, tsne_max_labeled, bin_fraction)
+    with errors.writing(out_dir, UNWRITABLE_FIX):
+      os.makedirs(out_dir, exist_ok=True)
+      _write_all(run, data, out_dir, compare_workdirs, tsne_cycle, tsne_max_labeled,
+                 bin_fraction)
   finally:
     run.close()
   return out_dir
@@ -452,12 +461,14 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-  """Defined only when run as a program, so tests can import `analyze` beside other CLIs."""
+  """The command's flags; defined when it runs, so command modules import together."""
   flags.DEFINE_string('workdir', None, 'A run directory (python -m tod_jax.main --workdir).')
   flags.DEFINE_list('compare_workdirs', [], 'Other runs drawn beside it in the t-SNE figure.')
   flags.DEFINE_integer('tsne_cycle', 0, 'Cycle of the t-SNE figure; 0: the last one.')
   flags.DEFINE_integer('tsne_max_labeled', 1000, 'At most this many labeled points in t-SNE.')
   flags.DEFINE_float('bin_fraction', 0.05, 'Width of the COD-ranked bins of Fig. 5.')
+  flags.DEFINE_string('out', '', 'Directory for the tables and figures; default: '
+                      'WORKDIR/analysis (another one for a run on a read-only mount).')
   flags.mark_flags_as_required(['workdir'])
 
 
@@ -465,10 +476,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   out = analyze(FLAGS.workdir, FLAGS.compare_workdirs, FLAGS.tsne_cycle, FLAGS.tsne_max_labeled,
-                FLAGS.bin_fraction)
+                FLAGS.bin_fraction, FLAGS.out)
   print(f'Wrote {out}')
 
 
 if __name__ == '__main__':
-  define_flags()
-  cli.run(main)
+  cli.run(main, define_flags)

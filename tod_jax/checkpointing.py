@@ -9,6 +9,7 @@ interrupted save never replaces the last good checkpoint.
 """
 
 import os
+import tempfile
 from typing import Any, Optional
 
 import chex
@@ -27,9 +28,10 @@ class Checkpointer:
 
   def __init__(self, workdir: str, max_to_keep: Optional[int] = None):
     self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    # Nothing is created until the first save: reading a run writes nothing.
     self._manager = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
-                                                             create=True))
+                                                             create=False))
 
   def latest_cycle(self) -> Optional[int]:
     return self._manager.latest_step()
@@ -57,32 +59,65 @@ class Checkpointer:
     items = {'model': ocp.args.StandardRestore(abstract), 'meta': ocp.args.JsonRestore()}
     if os.path.isdir(os.path.join(self.directory, str(cycle), 'strategy_state')):
       items['strategy_state'] = ocp.args.StandardRestore()
-    try:
-      restored = self._manager.restore(cycle, args=ocp.args.Composite(**items))
-    except Exception as e:  # Orbax raises many types for missing or corrupt files.
-      raise CheckpointError(
-          f'Cannot restore checkpoint {os.path.join(self.directory, str(cycle))} '
-          f'({type(e).__name__}: {e}). If it is damaged, move that directory away to resume '
-          'from the cycle before, or start a new run with another --workdir.') from e
+    restored = self._restore(cycle, items)
     strategy_state = (jax.tree.map(np.asarray, dict(restored['strategy_state']))
                       if 'strategy_state' in items else {})
     return restored['model'], restored['meta'], strategy_state
 
   def restore_meta(self, cycle: int) -> dict:
     """The JSON metadata of cycle `cycle` alone (labeled set, queries, records)."""
-    return self._manager.restore(cycle, args=ocp.args.Composite(
-        meta=ocp.args.JsonRestore()))['meta']
+    return self._restore(cycle, {'meta': ocp.args.JsonRestore()})['meta']
+
+  def _restore(self, cycle: int, items: dict) -> Any:
+    try:
+      return self._manager.restore(cycle, args=ocp.args.Composite(**items))
+    except Exception as e:  # Orbax raises many types for missing or corrupt files.
+      raise CheckpointError(
+          f'Cannot restore checkpoint {os.path.join(self.directory, str(cycle))} '
+          f'({type(e).__name__}: {e}). If it is damaged, move that directory away to resume '
+          'from the cycle before, or start a new run with another --workdir.') from e
 
   def close(self) -> None:
     self._manager.close()
 
 
+def has_checkpoints(workdir: str) -> bool:
+  """Whether `workdir/checkpoints` holds a complete checkpoint (reads only)."""
+  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+    return False
+  checkpointer = Checkpointer(workdir)
+  try:
+    return checkpointer.latest_cycle() is not None
+  finally:
+    checkpointer.close()
+
+
 def write_atomic(path: str, text: str) -> None:
-  """Writes a temporary file beside `path`, then renames it: readers see old or new, whole."""
+  """Writes a temporary file beside `path`, then renames it: readers see old or new, whole.
+
+  A file that already holds `text` is left as it is (a finished run on a read-only mount).
+  """
+  if os.path.isfile(path):
+    with open(path, newline='') as f:
+      if f.read() == text:
+        return
   tmp = f'{path}.tmp'
   with open(tmp, 'w', newline='') as f:
     f.write(text)
   os.replace(tmp, path)
+
+
+def check_writable(path: str) -> None:
+  """Raises the OSError that writing into directory `path` (or the directory it would be
+  made in) would raise, before the work that would write; leaves nothing behind."""
+  path = os.path.abspath(path)
+  while not os.path.exists(path):
+    path = os.path.dirname(path)
+  try:
+    with tempfile.TemporaryFile(dir=path):
+      pass
+  except OSError as e:
+    raise OSError(e.errno, e.strerror, path) from e  # The directory, not the probe's name.
 
 
 def indices_to_json(indices: np.ndarray) -> list[int]:

@@ -20,9 +20,8 @@ import jax
 import ml_collections
 import numpy as np
 from absl import app, flags, logging
-from ml_collections import config_flags
 
-from tod_jax import cli, devices, driver
+from tod_jax import cli, devices, driver, errors
 
 # Table I: (row name, strategy, semi).
 ABLATION = (('Base', 'random', False), ('Base+Semi', 'random', True),
@@ -60,10 +59,12 @@ def run_dir(workdir: str, name: str, seed: int) -> str:
 
 def run_all(config: ml_collections.ConfigDict, names: Sequence[str], seeds: Sequence[int],
             workdir: str, ablation: bool = False,
-            label_noises: Optional[Sequence[float]] = None) -> list[dict]:
+            label_noises: Optional[Sequence[float]] = None,
+            fresh_start: bool = False) -> list[dict]:
   """Runs (or resumes) every planned run; returns one row per (run, cycle).
 
   Every run's config is checked first, so a bad name fails before hours of training.
+  `fresh_start`: as in driver.run, for every run.
   """
   runs = plan_runs(config, names, seeds, ablation, label_noises)
   for _, _, run_config in runs:
@@ -72,7 +73,7 @@ def run_all(config: ml_collections.ConfigDict, names: Sequence[str], seeds: Sequ
   for name, seed, run_config in runs:
     path = run_dir(workdir, name, seed)
     logging.info('Run %s, seed %d -> %s', name, seed, path)
-    for record in driver.run(run_config, path):
+    for record in driver.run(run_config, path, fresh_start=fresh_start):
       rows.append({'strategy': name, 'seed': seed, 'cycle': record['cycle'],
                    'num_labeled': record['num_labeled'],
                    'labeled_fraction': record['labeled_fraction'],
@@ -178,40 +179,57 @@ def plot_learning_curves(rows: Sequence[dict], path: str, title: str = '') -> No
 
 def compare(config: ml_collections.ConfigDict, names: Sequence[str], seeds: Sequence[int],
             workdir: str, ablation: bool = False,
-            label_noises: Optional[Sequence[float]] = None) -> list[dict]:
+            label_noises: Optional[Sequence[float]] = None,
+            fresh_start: bool = False) -> list[dict]:
   """Runs everything, then writes results.csv, summary.md and learning_curves.png."""
-  os.makedirs(workdir, exist_ok=True)
-  rows = run_all(config, names, seeds, workdir, ablation, label_noises)
+  rows = run_all(config, names, seeds, workdir, ablation, label_noises, fresh_start)
   if not devices.is_writer():  # Multi-host: every process ran every run; process 0 writes.
     return rows
-  write_csv(rows, os.path.join(workdir, 'results.csv'))
-  with open(os.path.join(workdir, 'summary.md'), 'w') as f:
-    f.write(summary_markdown(rows) + '\n' + sampling_time_markdown(rows, machine_name()))
-  plot_learning_curves(rows, os.path.join(workdir, 'learning_curves.png'),
-                       f'{config.dataset}: ' + ('ablation' if ablation else 'query strategies'))
+  with errors.writing(workdir):
+    os.makedirs(workdir, exist_ok=True)
+    write_csv(rows, os.path.join(workdir, 'results.csv'))
+    with open(os.path.join(workdir, 'summary.md'), 'w') as f:
+      f.write(summary_markdown(rows) + '\n' + sampling_time_markdown(rows, machine_name()))
+    plot_learning_curves(rows, os.path.join(workdir, 'learning_curves.png'),
+                         f'{config.dataset}: ' + ('ablation' if ablation else 'query strategies'))
   return rows
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'Directory for all runs and the comparison outputs.')
-flags.DEFINE_list('strategies', ['random', 'cod'], 'Strategy names to compare.')
-flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds, one run per strategy and seed.')
-flags.DEFINE_bool('ablation', False, 'Table I rows (Base, +Semi, +Active, +Semi+Active) '
-                  'instead of --strategies.')
-flags.DEFINE_list('label_noise', None, 'Label-noise probabilities to sweep (e.g. 0,0.2; '
-                  'Fig. 9); each run is repeated per value. Default: config.label_noise only.')
-config_flags.DEFINE_config_file('config', None, 'A configs/*.py file.', lock_config=True)
-flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def define_flags() -> None:
+  """The command's flags; defined when it runs, so command modules import together."""
+  flags.DEFINE_string('workdir', None, 'Directory for all runs and the comparison outputs.')
+  flags.DEFINE_list('strategies', ['random', 'cod'], 'Strategy names to compare.')
+  flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds, one run per strategy and seed.')
+  flags.DEFINE_bool('ablation', False, 'Table I rows (Base, +Semi, +Active, +Semi+Active) '
+                    'instead of --strategies.')
+  flags.DEFINE_list('label_noise', None, 'Label-noise probabilities to sweep (e.g. 0,0.2; '
+                    'Fig. 9); each run is repeated per value. Default: config.label_noise only.')
+  cli.define_config_flag()
+  cli.define_fresh_start_flag()
+  flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def _numbers(flag: str, kind: type) -> Optional[list]:
+  """The values of list flag --`flag` as `kind`s (None if not given)."""
+  values = FLAGS[flag].value
+  try:
+    return None if values is None else [kind(v) for v in values]
+  except ValueError as e:
+    raise app.UsageError(f'--{flag} takes {kind.__name__}s separated by commas; got '
+                         f'{",".join(values)!r}') from e
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  seeds, label_noises = _numbers('seeds', int), _numbers('label_noise', float)
   devices.setup_devices(FLAGS.config)  # Before any other JAX call.
-  compare(FLAGS.config, FLAGS.strategies, [int(s) for s in FLAGS.seeds], FLAGS.workdir,
-          FLAGS.ablation,
-          None if FLAGS.label_noise is None else [float(p) for p in FLAGS.label_noise])
+  compare(FLAGS.config, FLAGS.strategies, seeds, FLAGS.workdir, FLAGS.ablation, label_noises,
+          FLAGS.fresh_start)
 
 
 if __name__ == '__main__':
-  cli.run(main)
+  cli.run(main, define_flags)

@@ -97,14 +97,33 @@ def snapshot_intervals(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   return specs
 
 
+def model_input_shape(config: ml_collections.ConfigDict, dataset: Dataset) -> tuple[int, ...]:
+  """The shape of one input image the model is initialised on."""
+  if dataset.is_segmentation and config.crop_size:  # Fully convolutional: init on a crop.
+    return (config.crop_size, config.crop_size, dataset.image_shape[-1])
+  return dataset.image_shape
+
+
+def check_intermediates(config: ml_collections.ConfigDict, model: nn.Module,
+                        dataset: Dataset) -> None:
+  """Raises ConfigError if the model does not sow what the strategy or the TOD loss reads."""
+  features, stages = [], []
+  if loss_forms.uses_consistency_head(config):
+    features.append(f'tod_loss_form={config.tod_loss_form!r}')
+  if strategies.reads_features(config.strategy):
+    features.append(f'strategy {config.strategy!r}')
+  if strategies.needs_loss_head(config.strategy):
+    stages.append(f"strategy {config.strategy!r} (LL4AL's module)")
+  models.check_intermediates(config.model, model, model_input_shape(config, dataset),
+                             {models.FEATURES: features, models.STAGES: stages})
+
+
 def initial_variables(config: ml_collections.ConfigDict, model: nn.Module,
                       dataset: Dataset) -> tuple[dict, Any]:
   """(w_0 = {'params', 'batch_stats'}, LL4AL's initial module params or None) from config.seed
   and, if set, the weights of config.init_checkpoint."""
   base_key = jax.random.PRNGKey(config.seed)
-  input_shape = dataset.image_shape
-  if dataset.is_segmentation and config.crop_size:  # Fully convolutional: init on a crop.
-    input_shape = (config.crop_size, config.crop_size, input_shape[-1])
+  input_shape = model_input_shape(config, dataset)
   init_vars = init_variables(model, jax.random.fold_in(base_key, 0), input_shape,
                              loss_forms.uses_consistency_head(config), config.param_init)
   if config.init_checkpoint:  # Pretrained weights; a head of another shape stays as initialised.
@@ -133,6 +152,7 @@ def setup(config: ml_collections.ConfigDict, dataset: Dataset, mesh: Optional[Me
   train.check_batch_sizes(config, mesh)
   model = models.create_model(config.model, dataset.num_classes, config.dropout_rate,
                               config.compute_dtype)
+  check_intermediates(config, model, dataset)
   scorer = shared_scorer(model, tuple(dataset.mean), tuple(dataset.std), config.score_output,
                          config.score_chunk_size, mesh, config.precision.score,
                          config.precision.evaluate)

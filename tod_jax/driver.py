@@ -12,9 +12,9 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from tod_jax import (checkpointing, cycle, devices, initializers, input_pipeline, label_noise,
-                     label_sources, loss_forms, models, precision, pretrained, rundir,
-                     strategies, tod)
+from tod_jax import (checkpointing, configs, cycle, devices, errors, initializers, input_pipeline,
+                     label_noise, label_sources, loss_forms, models, precision, pretrained,
+                     rundir, strategies, tod)
 from tod_jax.errors import ConfigError
 
 DTYPES = ('float32', 'bfloat16')  # Allowed for compute_dtype and kept_outputs_dtype.
@@ -26,6 +26,7 @@ def validate_config(config: ml_collections.ConfigDict, own_dataset: bool = False
 
   `own_dataset`: the run gets its dataset from the caller (config.dataset is a label).
   """
+  configs.check_fields(config)  # A misspelt field would be ignored.
   if not own_dataset:
     input_pipeline.DATASETS.get(config.dataset)
   for field in ('compute_dtype', 'kept_outputs_dtype'):
@@ -60,26 +61,25 @@ def validate_config(config: ml_collections.ConfigDict, own_dataset: bool = False
                       '--config.host_pool=False for it.')
 
 
-def load_run_dataset(config: ml_collections.ConfigDict, workdir: str,
+def load_run_dataset(config: ml_collections.ConfigDict,
                      dataset: Optional[input_pipeline.Dataset] = None
-                     ) -> input_pipeline.Dataset:
-  """The dataset a run trains on (config.dataset, or `dataset`) with label noise applied."""
+                     ) -> tuple[input_pipeline.Dataset, Optional[dict]]:
+  """(the dataset a run trains on: config.dataset, or `dataset`, with label noise applied,
+  the record of the flipped labels or None); writes nothing."""
   dataset = input_pipeline.load_dataset(config) if dataset is None else dataset
-  return label_noise.apply(config, dataset, workdir)
+  return label_noise.apply(config, dataset)
 
 
-def _start_or_resume(experiment: cycle.Experiment, checkpointer: checkpointing.Checkpointer,
-                     source: Any, workdir: str) -> cycle.CycleState:
-  """The state after the last completed cycle, or before cycle 1."""
+def _restore_or_start(experiment: cycle.Experiment, checkpointer: checkpointing.Checkpointer,
+                      source: Any) -> tuple[cycle.CycleState, Optional[dict]]:
+  """(the state after the last completed cycle, its checkpoint's JSON part), or (the state
+  before cycle 1, None); reads only."""
   last = checkpointer.latest_cycle()
   if last is None:
     labeled = source.initial_labeled(experiment.initial_size, experiment.config.seed)
-    return cycle.initial_state(experiment, labeled)
+    return cycle.initial_state(experiment, labeled), None
   state, info, _ = rundir.restore(checkpointer, last, experiment)
-  if rundir.is_writer():
-    source.record_query(last, info)  # Completes a write that a crash cut short.
-  logging.info('Resuming %s after cycle %d (%d labeled).', workdir, last, len(state.labeled))
-  return state
+  return state, info
 
 
 def _report(writer: Any, record: cycle.CycleRecord) -> None:
@@ -100,38 +100,85 @@ def _report(writer: Any, record: cycle.CycleRecord) -> None:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str,
-        dataset: Optional[input_pipeline.Dataset] = None) -> list[dict]:
+        dataset: Optional[input_pipeline.Dataset] = None, fresh_start: bool = False
+        ) -> list[dict]:
   """Runs (or resumes) all cycles of `config` in `workdir`; returns the metrics records.
 
   `dataset`: the user's own data (input_pipeline.Dataset.from_arrays) instead of
-  config.dataset; pass the same one to resume.
+  config.dataset; pass the same one to resume. `fresh_start`: start over in a workdir
+  that holds results (metrics.jsonl) but no checkpoints, replacing them.
+
+  Everything is checked (config, workdir, data, label source, budget, model, the
+  checkpoint to resume) before the first file is written; a finished run writes nothing.
   """
   validate_config(config, own_dataset=dataset is not None)
-  os.makedirs(workdir, exist_ok=True)
-  rundir.check_config(workdir, config)
-  dataset = load_run_dataset(config, workdir, dataset)
-  source = label_sources.make_source(config, dataset, workdir)
-  experiment = cycle.setup(config, dataset, initial_size=source.num_initial)
+  rundir.check_workdir(workdir, config, fresh_start)
+  checkpointer = checkpointing.Checkpointer(workdir)
+  try:
+    last = checkpointer.latest_cycle()
+    if last is not None and last >= config.num_cycles:
+      return _finished(config, workdir, checkpointer.restore_meta(last), dataset)
+    if rundir.is_writer():
+      with errors.writing(workdir):
+        checkpointing.check_writable(workdir)  # Before the data loads, which can take minutes.
+    dataset, noise = load_run_dataset(config, dataset)
+    source = label_sources.make_source(config, dataset, workdir)
+    experiment = cycle.setup(config, dataset, initial_size=source.num_initial)
+    state, info = _restore_or_start(experiment, checkpointer, source)
+    with errors.writing(workdir):  # Every check has passed: files are written from here on.
+      rundir.write_config(workdir, config)
+      label_noise.write_record(workdir, noise)
+      source.start()
+      if info is not None and rundir.is_writer():
+        source.record_query(state.cycle, info)  # Completes a write that a crash cut short.
+      rundir.write_metrics(workdir, state.records)
+    if info is not None:
+      logging.info('Resuming %s after cycle %d (%d labeled).', workdir, state.cycle,
+                   len(state.labeled))
+    return _run_cycles(experiment, checkpointer, source, dataset, state, workdir)
+  finally:
+    checkpointer.close()
+
+
+def _finished(config: ml_collections.ConfigDict, workdir: str, info: dict,
+              dataset: Optional[input_pipeline.Dataset]) -> list[dict]:
+  """A finished run's records (from its last checkpoint); only a file that a crash cut short
+  is written, so a finished run on a read-only mount reports too."""
+  with errors.writing(workdir):
+    if label_sources.keeps_files(config) and rundir.is_writer():
+      source = label_sources.make_source(config, load_run_dataset(config, dataset)[0], workdir)
+      source.record_query(info['cycle'], info)
+    rundir.write_metrics(workdir, info['records'])
+  logging.info('Run %s is finished (%d of %d cycles): results in %s; pass a larger '
+               '--config.num_cycles to go on.', workdir, info['cycle'], config.num_cycles,
+               os.path.join(workdir, rundir.METRICS))
+  return list(info['records'])
+
+
+def _run_cycles(experiment: cycle.Experiment, checkpointer: checkpointing.Checkpointer,
+                source: Any, dataset: input_pipeline.Dataset, state: cycle.CycleState,
+                workdir: str) -> list[dict]:
+  """The loop: each remaining cycle, its checkpoint and metrics line; returns every record."""
+  config = experiment.config
   logging.info('Mesh: %d %s device(s), data parallel.', experiment.mesh.size,
                experiment.mesh.devices.flat[0].platform)
-  checkpointer = checkpointing.Checkpointer(workdir)
-  writer = None
+  writer = rundir.tensorboard_writer(workdir, config)
+  kept = state.cycle
   try:
-    state = _start_or_resume(experiment, checkpointer, source, workdir)
-    rundir.write_metrics(workdir, state.records)
-    writer = rundir.tensorboard_writer(workdir, config)
     for number in source.cycles(state.cycle + 1, config.num_cycles):
       labeled, train_labels = source.labeled_set(state.labeled)
       state, record = cycle.run_cycle(
           experiment, state.replace(labeled=labeled),
           dataclasses.replace(dataset, train_labels=train_labels), writer=writer)
       info = rundir.save(checkpointer, state, record)  # Every process.
+      kept = state.cycle
       if rundir.is_writer():
         source.record_query(number, info)
       rundir.write_metrics(workdir, state.records)
       _report(writer, record)
+  except KeyboardInterrupt as e:
+    raise errors.Interrupted(rundir.kept_cycle_message(workdir, kept)) from e
   finally:
-    checkpointer.close()
     if writer is not None:
       writer.close()
   return list(state.records)

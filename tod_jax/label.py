@@ -16,7 +16,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-  """Defined only when run as a program, so tests can import `summary`."""
+  """The command's flags; defined when it runs, so command modules import together."""
   flags.DEFINE_string('workdir', None, 'The run directory (holds labels.json).')
   flags.DEFINE_string('labels', None, 'CSV file with columns sample_id,label.')
   flags.mark_flags_as_required(['workdir', 'labels'])
@@ -42,5 +42,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  define_flags()
-  cli.run(main)
+  cli.run(main, define_flags)

@@ -11,6 +11,7 @@ WORKDIR/label_noise.json.
 import dataclasses
 import json
 import os
+from typing import Optional
 
 import ml_collections
 import numpy as np
@@ -55,10 +56,11 @@ def flip_labels(labels: np.ndarray, num_classes: int, probability: float,
   return noisy, flipped
 
 
-def apply(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str) -> Dataset:
-  """The dataset with noisy pool labels (config.label_noise > 0), recorded in the workdir."""
+def apply(config: ml_collections.ConfigDict, dataset: Dataset) -> tuple[Dataset, Optional[dict]]:
+  """(the dataset with noisy pool labels if config.label_noise > 0, the record of the flips
+  or None); writes nothing (write_record does, once every check of a run has passed)."""
   if not config.label_noise:
-    return dataset
+    return dataset, None
   if (dataset.train_labels < 0).any():
     raise ConfigError('label_noise needs a fully labeled pool (a benchmark with oracle labels); '
                      'set --config.label_noise=0 for a pool with unknown labels.')
@@ -69,6 +71,10 @@ def apply(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str) -> 
             'flipped': checkpointing.indices_to_json(flipped),
             'clean_labels': checkpointing.indices_to_json(dataset.train_labels[flipped]),
             'noisy_labels': checkpointing.indices_to_json(noisy[flipped])}
-  if devices.is_writer():
+  return dataclasses.replace(dataset, train_labels=noisy), record
+
+
+def write_record(workdir: str, record: Optional[dict]) -> None:
+  """WORKDIR/label_noise.json from `apply`'s record (process 0; nothing without noise)."""
+  if record is not None and devices.is_writer():
     checkpointing.write_atomic(os.path.join(workdir, RECORD), json.dumps(record))
-  return dataclasses.replace(dataset, train_labels=noisy)

@@ -55,6 +55,9 @@ class Oracle:
     self._dataset = dataset
     self.num_initial = None  # Drawn at random: config.initial_fraction of the pool.
 
+  def start(self) -> None:
+    """Nothing to write: the oracle keeps no files."""
+
   def initial_labeled(self, size: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(self._dataset.pool_size, size,
                                                       replace=False))
@@ -70,14 +73,19 @@ class Oracle:
 
 
 class Ledger:
-  """Labels from a person, kept in WORKDIR/labels.json (see the module docstring)."""
+  """Labels from a person, kept in WORKDIR/labels.json (see the module docstring).
+
+  The constructor only checks (the ledger against the dataset); `start` writes a new
+  run's ledger, once every check of the run has passed.
+  """
 
   def __init__(self, workdir: str, dataset: Dataset):
     self.workdir, self._dataset = workdir, dataset
     self.path = os.path.join(workdir, LEDGER)
     ids = sample_ids(dataset)
     classes = list(dataset.class_names) or [str(c) for c in range(dataset.num_classes)]
-    if os.path.exists(self.path):
+    self._new = not os.path.exists(self.path)
+    if not self._new:
       data = read_ledger(workdir)
       if data['pool'] != ids or data['classes'] != classes:
         raise DataError(
@@ -92,15 +100,19 @@ class Ledger:
       if len(known) == dataset.pool_size:
         raise DataError(f'Every pool sample of {dataset.name!r} is labeled; a person has '
                          'nothing to label. Use --config.labels=oracle for a benchmark.')
-      if devices.is_writer():
-        os.makedirs(workdir, exist_ok=True)
-        checkpointing.write_atomic(self.path, json.dumps(data, indent=1))
-    devices.barrier('tod_jax:ledger')  # Every process reads the ledger from now on.
+    self._data = data
     self.num_initial = sum(1 for e in data['labels'].values() if e['cycle'] == 0)
+
+  def start(self) -> None:
+    """Writes a new run's ledger (process 0); every process reads the ledger from then on."""
+    if self._new and devices.is_writer():
+      os.makedirs(self.workdir, exist_ok=True)
+      checkpointing.write_atomic(self.path, json.dumps(self._data, indent=1))
+    devices.barrier('tod_jax:ledger')
 
   def initial_labeled(self, size: int, seed: int) -> np.ndarray:
     del size, seed  # The seed set is whatever the ledger knows (labeled/ of an image folder).
-    return self.labeled_set(np.zeros(0, np.int64))[0]
+    return _known_labels(self._data)[0]
 
   def cycles(self, first: int, last: int) -> range:
     """Trains cycle `first` only if it is the first or labels answered the last query."""
@@ -109,12 +121,7 @@ class Ledger:
 
   def labeled_set(self, labeled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     del labeled  # Queried samples are labeled only once a person has answered.
-    data = read_ledger(self.workdir)
-    index = {sample_id: i for i, sample_id in enumerate(data['pool'])}
-    labels = np.full(len(data['pool']), -1, np.int32)
-    for sample_id, entry in data['labels'].items():
-      labels[index[sample_id]] = data['classes'].index(entry['label'])
-    return np.flatnonzero(labels >= 0).astype(np.int64), labels
+    return _known_labels(read_ledger(self.workdir))
 
   def record_query(self, cycle: int, meta: dict) -> None:
     """Adds cycle `cycle`'s query (from its checkpoint meta) to the ledger and writes its
@@ -141,8 +148,24 @@ class Ledger:
       checkpointing.write_atomic(path, out.getvalue())
 
 
+def _known_labels(data: dict) -> tuple[np.ndarray, np.ndarray]:
+  """(pool indices with a label, the pool's label array with -1 for unknown) of a ledger."""
+  index = {sample_id: i for i, sample_id in enumerate(data['pool'])}
+  labels = np.full(len(data['pool']), -1, np.int32)
+  for sample_id, entry in data['labels'].items():
+    labels[index[sample_id]] = data['classes'].index(entry['label'])
+  return np.flatnonzero(labels >= 0).astype(np.int64), labels
+
+
+def keeps_files(config) -> bool:
+  """Whether config.labels's source writes files of its own (the ledger and query CSVs), which
+  a later call completes if a crash cut them short."""
+  check_mode(config.labels)
+  return config.labels == 'ledger'
+
+
 def make_source(config, dataset: Dataset, workdir: str):
-  """The label source named by config.labels."""
+  """The label source named by config.labels (checked; its files are written by `start`)."""
   check_mode(config.labels)
   return Oracle(dataset) if config.labels == 'oracle' else Ledger(workdir, dataset)
 

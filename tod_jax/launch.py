@@ -19,13 +19,15 @@ import threading
 import time
 from typing import Sequence
 
-from absl import app, flags
+from absl import flags
+
+from tod_jax import cli
 
 FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-  """Defined only when run as a program, so tests can import `launch`."""
+  """The command's flags; defined when it runs, so command modules import together."""
   flags.DEFINE_integer('num_processes', 2, 'Processes to start.')
   flags.DEFINE_integer('devices_per_process', 1, 'XLA CPU devices per process (CPU only).')
   flags.DEFINE_string('module', 'tod_jax.main', 'The tod_jax command each process runs.')
@@ -85,5 +87,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  define_flags()
-  app.run(main)
+  cli.run(main, define_flags)

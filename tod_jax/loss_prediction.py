@@ -39,7 +39,8 @@ def init_params(model: nn.Module, variables: dict, rng: chex.PRNGKey,
   """Initial params of the module for `model`'s stage shapes."""
   _, state = model.apply(variables, jnp.zeros((1, *image_shape), jnp.float32), train=False,
                          mutable=['intermediates'])
-  return LossPredictionModule().init(rng, stage_features(state['intermediates']))['params']
+  stages = stage_features(state.get('intermediates', {}))  # {}: the model sows nothing.
+  return LossPredictionModule().init(rng, stages)['params']
 
 
 def predict(params: Any, intermediates: dict, detach: chex.Numeric = False) -> chex.Array:

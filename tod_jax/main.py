@@ -5,22 +5,27 @@ same command on every host with `--config.distributed=True` (README, "Scale").
 """
 
 from absl import app, flags
-from ml_collections import config_flags
 
 from tod_jax import cli, devices, driver
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics.jsonl and TensorBoard.')
-config_flags.DEFINE_config_file('config', None, 'A configs/*.py file.', lock_config=True)
-flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def define_flags() -> None:
+  """The command's flags; defined when it runs, so command modules import together."""
+  flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics.jsonl and '
+                      'TensorBoard.')
+  cli.define_config_flag()
+  cli.define_fresh_start_flag()
+  flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   devices.setup_devices(FLAGS.config)  # Before any other JAX call.
-  driver.run(FLAGS.config, FLAGS.workdir)
+  driver.run(FLAGS.config, FLAGS.workdir, fresh_start=FLAGS.fresh_start)
 
 
 if __name__ == '__main__':
-  cli.run(main)
+  cli.run(main, define_flags)

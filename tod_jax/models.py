@@ -10,13 +10,15 @@ its running statistics).
 """
 
 import functools
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from tod_jax import conv as conv_lib
 from tod_jax import drn
+from tod_jax.errors import ConfigError
 from tod_jax.registry import Registry
 
 ModuleDef = Any
@@ -160,3 +162,32 @@ def create_model(name: str, num_classes: int, dropout_rate: float = 0.0,
 def _create_model(factory: Callable[..., nn.Module], num_classes: int, dropout_rate: float,
                   dtype: Any) -> nn.Module:
   return factory(num_classes=num_classes, dropout_rate=dropout_rate, dtype=dtype)
+
+
+# What parts of a run read from a model's sown 'intermediates', and how a model provides it.
+FEATURES, STAGES = 'features', 'stage<i>'
+HOW_TO_SOW = {
+    FEATURES: "self.sow('intermediates', 'features', x) on its pooled features x [batch, D]",
+    STAGES: "self.sow('intermediates', f'stage{i}', x) after each stage i = 1, 2, ...",
+}
+
+
+@functools.lru_cache(maxsize=64)
+def sown_names(model: nn.Module, image_shape: tuple[int, ...]) -> frozenset[str]:
+  """Names `model` sows into 'intermediates' on one image of `image_shape` (traced, not run)."""
+  init = functools.partial(model.init, train=False, mutable=True)
+  shapes = jax.eval_shape(init, jax.random.PRNGKey(0), jnp.zeros((1, *image_shape)))
+  return frozenset(shapes.get('intermediates', {}))
+
+
+def check_intermediates(name: str, model: nn.Module, image_shape: tuple[int, ...],
+                        needs: Mapping[str, Sequence[str]]) -> None:
+  """Raises ConfigError if model `name` does not sow what `needs` ({FEATURES or STAGES:
+  the config settings that read it}) asks for, saying what to add."""
+  sown = sown_names(model, image_shape)
+  has = {FEATURES: FEATURES in sown, STAGES: any(n.startswith('stage') for n in sown)}
+  missing = [f"no {what!r} (read by {' and '.join(users)}; add {HOW_TO_SOW[what]})"
+             for what, users in needs.items() if users and not has[what]]
+  if missing:
+    raise ConfigError(f"Model {name!r} sows {', and '.join(missing)} into 'intermediates' in "
+                      'its __call__ (README, "Your own data and model").')

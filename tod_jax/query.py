@@ -11,7 +11,6 @@ import os
 
 import ml_collections
 from absl import app, flags
-from ml_collections import config_flags
 
 from tod_jax import cli, devices, driver, label_sources, rundir
 from tod_jax.errors import ConfigError, UserError
@@ -20,12 +19,13 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-  """Defined only when run as a program, so tests can import `query` beside other CLIs."""
+  """The command's flags; defined when it runs, so command modules import together."""
   flags.DEFINE_string('workdir', None, 'The run directory (checkpoints, labels.json, queries/).')
-  config_flags.DEFINE_config_file('config', None, 'A configs/*.py file; only needed to start a '
-                                  'run (later calls use WORKDIR/config.json).', lock_config=True)
+  cli.define_config_flag('A configs/*.py file; only needed to start a run (later calls use '
+                         'WORKDIR/config.json).')
   flags.DEFINE_integer('num_cycles', 0, 'If > 0, replaces config.num_cycles (to go on after '
                        'the planned cycles).')
+  cli.define_fresh_start_flag()
   flags.mark_flags_as_required(['workdir'])
 
 
@@ -40,8 +40,11 @@ def load_config(workdir: str, config: ml_collections.ConfigDict | None
   return rundir.saved_config(workdir)
 
 
-def query(config: ml_collections.ConfigDict, workdir: str) -> str:
-  """Runs the driver (at most one new cycle) and returns a summary for the person."""
+def query(config: ml_collections.ConfigDict, workdir: str, fresh_start: bool = False) -> str:
+  """Runs the driver (at most one new cycle) and returns a summary for the person.
+
+  `fresh_start`: as in driver.run.
+  """
   if config.distributed:
     raise ConfigError('tod_jax.query runs on one host: a person labels between its rounds, so '
                       'there is no long run to spread over hosts; drop --config.distributed.')
@@ -49,7 +52,7 @@ def query(config: ml_collections.ConfigDict, workdir: str) -> str:
     raise ConfigError("tod_jax.query needs --config.labels=ledger (a person labels); with the "
                       "simulated oracle run `python -m tod_jax.main`.")
   done_before = len(rundir.read_metrics(workdir))  # One line per completed cycle.
-  records = driver.run(config, workdir)
+  records = driver.run(config, workdir, fresh_start=fresh_start)
   data = label_sources.read_ledger(workdir)
   cycle, queried = label_sources.current_query(data)
   path = label_sources.query_csv_path(workdir, cycle)
@@ -77,9 +80,8 @@ def main(argv):
   devices.setup_devices(config)
   if FLAGS.num_cycles > 0:
     config.num_cycles = FLAGS.num_cycles  # A resumable change (rundir.RESUMABLE_CHANGES).
-  print(query(config, FLAGS.workdir))
+  print(query(config, FLAGS.workdir, FLAGS.fresh_start))
 
 
 if __name__ == '__main__':
-  define_flags()
-  cli.run(main)
+  cli.run(main, define_flags)

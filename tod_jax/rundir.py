@@ -49,21 +49,51 @@ class ConfigMismatchError(ConfigError):
 is_writer = devices.is_writer  # Only process 0 writes files.
 
 
+def check_workdir(workdir: str, config: ml_collections.ConfigDict,
+                  fresh_start: bool = False) -> None:
+  """Raises if `workdir` cannot hold a run of `config`; reads only.
+
+  Refused: a path through a file; the run of another config; results (metrics.jsonl)
+  without the checkpoints to resume them from, unless `fresh_start` (then they are
+  replaced).
+  """
+  path = os.path.abspath(workdir)
+  while not os.path.exists(path):
+    path = os.path.dirname(path)
+  if not os.path.isdir(path):
+    where = 'is a file' if path == os.path.abspath(workdir) else f'goes through the file {path}'
+    raise ConfigError(f"--workdir {workdir} {where}; pass a directory (a new one, or a run's).")
+  check_config(workdir, config)
+  done = read_metrics(workdir)
+  if done and not fresh_start and not checkpointing.has_checkpoints(workdir):
+    raise MissingFileError(
+        f'{workdir} holds results of {len(done)} cycle(s) (metrics.jsonl) but no checkpoints '
+        'to resume them from; to start over there, replacing its metrics.jsonl, pass '
+        '--fresh_start (tod_jax.run: fresh_start=True), or use a new --workdir.')
+
+
 def check_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Writes workdir/config.json, or checks that a resumed run has the same config."""
+  """Raises if `workdir` holds a run of another config (fields a resume may not change)."""
   path = os.path.join(workdir, CONFIG)
-  current = json.loads(config.to_json())
-  if os.path.exists(path):
-    saved = _saved_fields(path)
-    diffs = sorted(k for k in set(saved) | set(current)
-                   if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
-    if diffs:
-      detail = ', '.join(f'{k}: {saved.get(k)!r} there, {current.get(k)!r} now' for k in diffs)
-      raise ConfigMismatchError(
-          f'{workdir} holds a run with another config ({detail}); use a new --workdir, or '
-          'the same config to resume it.')
+  if not os.path.exists(path):
+    return
+  saved, current = _saved_fields(path), json.loads(config.to_json())
+  diffs = sorted(k for k in set(saved) | set(current)
+                 if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
+  if diffs:
+    detail = ', '.join(f'{k}: {saved.get(k)!r} there, {current.get(k)!r} now' for k in diffs)
+    raise ConfigMismatchError(
+        f'{workdir} holds a run with another config ({detail}); use a new --workdir, or '
+        'the same config to resume it.')
+
+
+def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Creates `workdir` and writes its config.json (process 0; an unchanged one is kept)."""
   if is_writer():
-    checkpointing.write_atomic(path, json.dumps(current, indent=2, sort_keys=True))
+    os.makedirs(workdir, exist_ok=True)
+    checkpointing.write_atomic(os.path.join(workdir, CONFIG),
+                               json.dumps(json.loads(config.to_json()), indent=2,
+                                          sort_keys=True))
 
 
 def _saved_fields(path: str) -> dict:
@@ -81,6 +111,15 @@ def saved_config(workdir: str) -> ml_collections.ConfigDict:
     raise MissingFileError(f'{path} does not exist: {workdir} holds no tod_jax run; pass the '
                     '--workdir of a run started with python -m tod_jax.main.')
   return ml_collections.ConfigDict(_saved_fields(path))
+
+
+def kept_cycle_message(workdir: str, cycle: int) -> str:
+  """Where an interrupted run stands: the cycle cut short and the last one kept."""
+  if not cycle:
+    return f'cycle 1 of {workdir} was cut short, no cycle is kept yet'
+  return (f'cycle {cycle + 1} was cut short, cycle {cycle} is kept '
+          f'({os.path.join(workdir, "checkpoints", str(cycle))}, '
+          f'{os.path.join(workdir, METRICS)})')
 
 
 def write_metrics(workdir: str, records) -> None:

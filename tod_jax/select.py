@@ -11,22 +11,25 @@ import sys
 from typing import Sequence, TextIO
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 from tod_jax import candidates as candidates_lib
 from tod_jax import cli, input_pipeline, model_selection
 from tod_jax.model_selection import METHOD_NAMES
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list('candidates', None, 'Candidate directories (written by tod_jax.candidates).')
-config_flags.DEFINE_config_file('config', None, 'A configs/*.py file: dataset, model, '
-                                'score_output (f of Eq. 10), score_chunk_size.')
-flags.DEFINE_string('baseline', candidates_lib.DEFAULT_BASELINE,
-                    "Baseline checkpoint of each candidate, e.g. '1epoch' or '20steps'.")
-flags.DEFINE_list('methods', list(model_selection.METHODS), 'Methods to compare.')
-flags.DEFINE_integer('draws', 1000, 'Random candidate subsets per top-k setting.')
-flags.DEFINE_integer('seed', 0, 'Seed of the candidate subsets.')
-flags.mark_flags_as_required(['candidates', 'config'])
+
+
+def define_flags() -> None:
+  """The command's flags; defined when it runs, so command modules import together."""
+  flags.DEFINE_list('candidates', None, 'Candidate directories (written by tod_jax.candidates).')
+  cli.define_config_flag('A configs/*.py file: dataset, model, score_output (f of Eq. 10), '
+                         'score_chunk_size.')
+  flags.DEFINE_string('baseline', candidates_lib.DEFAULT_BASELINE,
+                      "Baseline checkpoint of each candidate, e.g. '1epoch' or '20steps'.")
+  flags.DEFINE_list('methods', list(model_selection.METHODS), 'Methods to compare.')
+  flags.DEFINE_integer('draws', 1000, 'Random candidate subsets per top-k setting.')
+  flags.DEFINE_integer('seed', 0, 'Seed of the candidate subsets.')
+  flags.mark_flags_as_required(['candidates', 'config'])
 
 
 def report(names: Sequence[str], outputs: Sequence[model_selection.CandidateOutputs],
@@ -65,4 +68,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  cli.run(main)
+  cli.run(main, define_flags)

@@ -94,11 +94,12 @@ def init_variables(model: nn.Module, rng: chex.PRNGKey, image_shape: tuple[int, 
   params = variables['params']
   if consistency_head:
     logits, sown = model.apply(variables, x, train=False, mutable=['intermediates'])
-    if logits.ndim != 2 or 'features' not in sown['intermediates']:
+    sown = sown.get('intermediates', {})  # Nothing at all when the model sows nothing.
+    if logits.ndim != 2 or 'features' not in sown:
       raise ConfigError("tod_loss_form='reference' needs a classification model that sows its "
                        "pooled 'features'; use --config.tod_loss_form=paper for this model.")
     params = {**params, loss_forms.CONSISTENCY_HEAD: loss_forms.init_consistency_head(
-        jax.random.fold_in(rng, 1), sown['intermediates']['features'][0], logits.shape[-1])}
+        jax.random.fold_in(rng, 1), sown['features'][0], logits.shape[-1])}
   params = initializers.apply(param_init, params, jax.random.fold_in(rng, 2))
   return {'params': params, 'batch_stats': variables.get('batch_stats', {})}
 

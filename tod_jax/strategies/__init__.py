@@ -69,6 +69,7 @@ class StrategySpec:
   query: Strategy
   check: Optional[ConfigCheck] = None
   loss_head: bool = False  # Train LL4AL's loss prediction module with the model.
+  features: bool = False  # Reads the model's sown 'features' (checked when a run starts).
   classification_only: bool = False  # Refuse segmentation datasets (check_dataset).
 
 
@@ -76,10 +77,16 @@ STRATEGIES: Registry[StrategySpec] = Registry('strategy', 'strategy')
 
 
 def register(name: str, *, check: Optional[ConfigCheck] = None, loss_head: bool = False,
-             classification_only: bool = False) -> Callable[[Strategy], Strategy]:
-  """Registers a strategy; `check(config)` raises on configs it cannot use."""
+             features: bool = False, classification_only: bool = False
+             ) -> Callable[[Strategy], Strategy]:
+  """Registers a strategy; `check(config)` raises on configs it cannot use.
+
+  `loss_head`: the run trains LL4AL's module with the model (it reads the model's sown
+  'stage<i>'); `features`: the strategy reads the model's sown pooled 'features';
+  `classification_only`: it cannot query segmentation datasets (check_dataset).
+  """
   def wrap(fn: Strategy) -> Strategy:
-    STRATEGIES.register(name, StrategySpec(fn, check, loss_head, classification_only))
+    STRATEGIES.register(name, StrategySpec(fn, check, loss_head, features, classification_only))
     return fn
   return wrap
 
@@ -102,6 +109,11 @@ def check_dataset(name: str, dataset: Dataset) -> None:
         f'Strategy {name!r} needs a classification dataset, but {dataset.name!r} is '
         "segmentation (per-pixel logits); set --config.strategy to one that handles "
         "segmentation, e.g. 'cod', 'entropy' or 'coreset'.")
+
+
+def reads_features(name: str) -> bool:
+  """Whether strategy `name` reads the model's sown pooled 'features'."""
+  return STRATEGIES.get(name).features
 
 
 def needs_loss_head(name: str) -> bool:

@@ -21,7 +21,7 @@ from tod_jax import badge as badge_lib
 from tod_jax import ranking, strategies
 
 
-@strategies.register('badge', classification_only=True)
+@strategies.register('badge', features=True, classification_only=True)
 def query(ctx: 'strategies.QueryContext', budget: int) -> 'strategies.QueryResult':
   """k-means++ picks over the candidates' gradient embeddings; scores ||g||."""
   a, h = ctx.scorer.gradient_embedding_factors(ctx.state.variables, ctx.dataset.train_images,

@@ -62,7 +62,7 @@ def k_center_greedy(candidate_features: np.ndarray, center_features: np.ndarray,
   return picks, np.sqrt(np.asarray(best, np.float32))
 
 
-@strategies.register('coreset')
+@strategies.register('coreset', features=True)
 def query(ctx: 'strategies.QueryContext', budget: int) -> 'strategies.QueryResult':
   """k-center picks; the scores are each candidate's distance to the labeled set."""
   images = ctx.dataset.train_images
