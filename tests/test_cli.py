@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from conftest import cpu_env
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS = os.path.join(ROOT, 'configs', 'digits.py')
 
@@ -21,7 +23,7 @@ def test_a_bug_keeps_its_traceback():
           'def main(argv):\n  raise KeyError("a bug")\n'
           'cli.run(main)')
   result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                          timeout=300, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+                          timeout=300, env=cpu_env())
   assert result.returncode != 0 and 'Traceback' in result.stderr
   assert "KeyError: 'a bug'" in result.stderr
 
@@ -52,7 +54,7 @@ def test_a_users_own_config_file_starts_from_the_shipped_defaults(tmp_path):
       _command('main', f'--config={own}', f'--workdir={tmp_path / "run"}',
                f'--config.data_dir={data_dir}'),
       cwd=str(tmp_path), capture_output=True, text=True, timeout=300,
-      env=dict(os.environ, JAX_PLATFORMS='cpu'))
+      env=cpu_env())
   assert result.returncode == 1 and 'Traceback' not in result.stderr
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith('tod_jax.main: error: Cityscapes')

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 import tod_jax
-from conftest import write_image_folder
+from conftest import cpu_env, write_image_folder
 from tod_jax import driver, errors, models
 from tod_jax.errors import ConfigError, DataError, MissingFileError
 
@@ -105,8 +105,7 @@ def _set_modes(paths, writable: bool) -> None:
 
 
 def _run(row: Row, cwd: str) -> subprocess.CompletedProcess:
-  env = dict(os.environ, JAX_PLATFORMS='cpu',
-             PYTHONPATH=os.pathsep.join([ROOT, os.environ.get('PYTHONPATH', '')]))
+  env = cpu_env()
   if row.read_only and os.geteuid() != 0:
     _set_modes(row.read_only, writable=False)
   try:
@@ -420,7 +419,7 @@ def test_the_command_modules_import_together():
           'from absl import flags\n'
           "print(sorted({'workdir', 'config', 'strategies', 'candidates'} & set(flags.FLAGS)))")
   result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                          timeout=300, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+                          timeout=300, env=cpu_env())
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout.strip() == '[]'
 
