@@ -4,11 +4,14 @@
       --strategies=random,entropy,coreset,ll4al,cod --seeds=0,1,2 --workdir=DIR
 
 Each run lives in DIR/<name>_seed<k> and is resumed or skipped when finished
-(tod_jax.driver.run). Writes DIR/results.csv, DIR/summary.md (mean ± std per
-strategy and cycle, best mean per cycle in bold, then Table VI: seconds per
-query step) and DIR/learning_curves.png. `--ablation` runs Table I's variants
-instead of --strategies; `--label_noise=0,0.2` repeats every run per label-noise
-probability (Fig. 9), in DIR/<name>_noise<p>_seed<k>.
+(tod_jax.driver.run); `--parallel` runs several at once (tod_jax.trials). Writes
+DIR/results.csv, DIR/summary.md (mean ± std per strategy and cycle, best mean per
+cycle in bold; every strategy against --baseline paired by seed, tod_jax.paired; then
+Table VI: seconds per query step), DIR/paired.csv and DIR/learning_curves.png, and
+prints the paired table. `--summarize` writes them from the run directories in DIR
+without running anything. `--ablation` runs Table I's variants instead of
+--strategies; `--label_noise=0,0.2` repeats every run per label-noise probability
+(Fig. 9), in DIR/<name>_noise<p>_seed<k>.
 """
 
 import csv
@@ -19,9 +22,9 @@ from typing import Optional, Sequence
 import jax
 import ml_collections
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
-from tod_jax import cli, devices, driver, errors
+from tod_jax import cli, devices, driver, errors, paired, run_rows, trials
 
 # Table I: (row name, strategy, semi).
 ABLATION = (('Base', 'random', False), ('Base+Semi', 'random', True),
@@ -53,15 +56,21 @@ def plan_runs(config: ml_collections.ConfigDict, names: Sequence[str], seeds: Se
   return runs
 
 
+def run_name(name: str) -> str:
+  """A run name as its directories spell it."""
+  return name.lower().replace('+', '_')
+
+
 def run_dir(workdir: str, name: str, seed: int) -> str:
-  return os.path.join(workdir, f"{name.lower().replace('+', '_')}_seed{seed}")
+  return os.path.join(workdir, f'{run_name(name)}_seed{seed}')
 
 
 def run_all(config: ml_collections.ConfigDict, names: Sequence[str], seeds: Sequence[int],
             workdir: str, ablation: bool = False,
             label_noises: Optional[Sequence[float]] = None,
-            fresh_start: bool = False) -> list[dict]:
-  """Runs (or resumes) every planned run; returns one row per (run, cycle).
+            fresh_start: bool = False, processes: int = 1) -> list[dict]:
+  """Runs (or resumes) every planned run, `processes` at a time (trials.run_trials; 0:
+  trials.auto_processes); returns one row per (run, cycle).
 
   Every run's config is checked first, so a bad name fails before hours of training.
   `fresh_start`: as in driver.run, for every run.
@@ -69,25 +78,18 @@ def run_all(config: ml_collections.ConfigDict, names: Sequence[str], seeds: Sequ
   runs = plan_runs(config, names, seeds, ablation, label_noises)
   for _, _, run_config in runs:
     driver.validate_config(run_config)
-  rows = []
-  for name, seed, run_config in runs:
-    path = run_dir(workdir, name, seed)
-    logging.info('Run %s, seed %d -> %s', name, seed, path)
-    for record in driver.run(run_config, path, fresh_start=fresh_start):
-      rows.append({'strategy': name, 'seed': seed, 'cycle': record['cycle'],
-                   'num_labeled': record['num_labeled'],
-                   'labeled_fraction': record['labeled_fraction'],
-                   'test_accuracy': record['test_accuracy'],
-                   'label_noise': run_config.label_noise,
-                   'score_seconds': record['score_seconds']})
-  return rows
+  processes = trials.resolve_processes(processes, config, len(runs))
+  records = trials.run_trials([(c, run_dir(workdir, n, s)) for n, s, c in runs], processes,
+                              config, fresh_start)
+  return [run_rows.row(name, seed, record, run_config.label_noise)
+          for (name, seed, run_config), run in zip(runs, records) for record in run]
 
 
-def write_csv(rows: Sequence[dict], path: str) -> None:
+def write_csv(rows: Sequence[dict], path: str, fields: Sequence[str] = FIELDS) -> None:
   with open(path, 'w', newline='') as f:
-    writer = csv.DictWriter(f, FIELDS)
+    writer = csv.DictWriter(f, fields)
     writer.writeheader()
-    writer.writerows({k: r[k] for k in FIELDS} for r in rows)
+    writer.writerows({k: r[k] for k in fields} for r in rows)
 
 
 def aggregate(rows: Sequence[dict]) -> dict:
@@ -157,41 +159,98 @@ def sampling_time_markdown(rows: Sequence[dict], machine: str) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def plot_learning_curves(rows: Sequence[dict], path: str, title: str = '') -> None:
-  """Accuracy vs. % labeled: mean line and ±std band per strategy."""
+def plot_learning_curves(rows: Sequence[dict], path: str, title: str = '',
+                         baseline: Optional[str] = None) -> None:
+  """Accuracy vs. % labeled: mean line and 95% interval band per strategy; with a
+  `baseline`, a second panel of the paired differences and their 95% intervals."""
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  fig, ax = plt.subplots(figsize=(6.4, 4.4))
-  for name, per in aggregate(rows).items():
-    frac, mean, std, _ = (np.array(v) for v in zip(*per.values()))
-    ax.plot(frac, mean, marker='o', markersize=3, label=name)
-    ax.fill_between(frac, mean - std, mean + std, alpha=0.2)
-  ax.set_xlabel('labeled (% of pool)')
-  ax.set_ylabel('test accuracy (%)')
-  ax.set_title(title)
-  ax.grid(alpha=0.3)
-  ax.legend()
+  bands = paired.accuracy_bands(rows)
+  colors = {name: f'C{i % 10}' for i, name in enumerate(bands)}  # The same in both panels.
+  results = [p for p in paired.paired_stats(rows, baseline) if len(p.cycles) == 1
+             ] if baseline else []
+  curves = {name: [(p.labeled_percent, p.interval.mean,
+                    p.interval.mean if p.interval.low is None else p.interval.low,
+                    p.interval.mean if p.interval.high is None else p.interval.high)
+                   for p in results if p.strategy == name] for name in bands}
+  curves = {name: tuple(np.array(v) for v in zip(*c)) for name, c in curves.items() if c}
+  fig, axes = plt.subplots(1, 2 if curves else 1, figsize=(12.0 if curves else 6.4, 4.4),
+                           squeeze=False)
+  panels = [(axes[0, 0], bands, 'test accuracy (%): mean, 95% interval', title)]
+  if curves:
+    panels.append((axes[0, 1], curves, f'minus {baseline}, paired by seed (points)',
+                   f'against {baseline}: mean difference, 95% interval'))
+    axes[0, 1].axhline(0.0, color='k', linewidth=0.8)
+  for ax, lines, ylabel, heading in panels:
+    for name, (frac, mean, low, high) in lines.items():
+      ax.plot(frac, mean, marker='o', markersize=3, label=name, color=colors[name])
+      ax.fill_between(frac, low, high, alpha=0.2, color=colors[name])
+    ax.set_xlabel('labeled (% of pool)')
+    ax.set_ylabel(ylabel)
+    ax.set_title(heading)
+    ax.grid(alpha=0.3)
+    ax.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
 
 
-def compare(config: ml_collections.ConfigDict, names: Sequence[str], seeds: Sequence[int],
-            workdir: str, ablation: bool = False,
-            label_noises: Optional[Sequence[float]] = None,
-            fresh_start: bool = False) -> list[dict]:
-  """Runs everything, then writes results.csv, summary.md and learning_curves.png."""
-  rows = run_all(config, names, seeds, workdir, ablation, label_noises, fresh_start)
-  if not devices.is_writer():  # Multi-host: every process ran every run; process 0 writes.
-    return rows
+def paired_table(rows: Sequence[dict], baseline: Optional[str]) -> tuple[list, str]:
+  """(paired.paired_stats against `baseline` (paired.choose_baseline among the rows' names),
+  their markdown table)."""
+  baseline = paired.choose_baseline(list(dict.fromkeys(r['strategy'] for r in rows)), baseline)
+  results = paired.paired_stats(rows, baseline)
+  return results, paired.markdown(results, baseline)
+
+
+def write_outputs(rows: Sequence[dict], workdir: str, title: str, machine: str,
+                  baseline: Optional[str]) -> None:
+  """results.csv, paired.csv, summary.md (accuracy, paired against `baseline`, Table VI
+  timed on `machine`) and learning_curves.png in `workdir`."""
+  results, table = paired_table(rows, baseline)
   with errors.writing(workdir):
     os.makedirs(workdir, exist_ok=True)
     write_csv(rows, os.path.join(workdir, 'results.csv'))
+    write_csv(paired.csv_rows(results), os.path.join(workdir, 'paired.csv'), paired.FIELDS)
     with open(os.path.join(workdir, 'summary.md'), 'w') as f:
-      f.write(summary_markdown(rows) + '\n' + sampling_time_markdown(rows, machine_name()))
-    plot_learning_curves(rows, os.path.join(workdir, 'learning_curves.png'),
-                         f'{config.dataset}: ' + ('ablation' if ablation else 'query strategies'))
+      f.write(summary_markdown(rows) + '\n' + table + '\n' +
+              sampling_time_markdown(rows, machine))
+    plot_learning_curves(rows, os.path.join(workdir, 'learning_curves.png'), title,
+                         results[0].baseline if results else None)
+
+
+def compare(config: ml_collections.ConfigDict, names: Sequence[str], seeds: Sequence[int],
+            workdir: str, ablation: bool = False,
+            label_noises: Optional[Sequence[float]] = None,
+            fresh_start: bool = False, baseline: Optional[str] = None,
+            processes: int = 1) -> list[dict]:
+  """Runs everything, `processes` at a time (0: auto; run_all), then writes
+  write_outputs' files with every run paired against `baseline` (paired.choose_baseline)."""
+  plan = plan_runs(config, names, seeds, ablation, label_noises)
+  baseline = paired.choose_baseline([n for n, _, _ in plan], baseline)
+  processes = trials.resolve_processes(processes, config, len(plan))
+  rows = run_all(config, names, seeds, workdir, ablation, label_noises, fresh_start, processes)
+  if not devices.is_writer():  # Multi-host: every process ran every run; process 0 writes.
+    return rows
+  machine = machine_name() + (f'; {processes} runs at a time' if processes > 1 else '')
+  write_outputs(rows, workdir,
+                f'{config.dataset}: ' + ('ablation' if ablation else 'query strategies'),
+                machine, baseline)
+  return rows
+
+
+def summarize(workdir: str, names: Optional[Sequence[str]] = None,
+              seeds: Optional[Sequence[int]] = None, baseline: Optional[str] = None
+              ) -> list[dict]:
+  """write_outputs from the run directories in `workdir` (run_rows.find_runs), running
+  nothing; names as the directories spell them (run_name); Table VI names no machine (a
+  run directory does not record it)."""
+  runs = run_rows.find_runs(workdir, None if names is None else [run_name(n) for n in names],
+                            seeds)
+  rows = run_rows.read_rows(runs)
+  write_outputs(rows, workdir, os.path.basename(os.path.normpath(workdir)),
+                'the machine that ran them (not recorded in the run directories)', baseline)
   return rows
 
 
@@ -207,9 +266,16 @@ def define_flags() -> None:
                     'instead of --strategies.')
   flags.DEFINE_list('label_noise', None, 'Label-noise probabilities to sweep (e.g. 0,0.2; '
                     'Fig. 9); each run is repeated per value. Default: config.label_noise only.')
+  flags.DEFINE_string('baseline', None, 'The run name every other is paired with by seed '
+                      "(paired.csv, summary.md); default: 'random' if compared, else the first.")
+  flags.DEFINE_integer('parallel', 0, 'Runs at once, each in a worker process; 0: auto (one '
+                       'per core for a small model on a CPU, else 1; tod_jax.trials).')
+  flags.DEFINE_bool('summarize', False, 'Only write the outputs from the run directories '
+                    'already in --workdir (all, or those of --strategies and --seeds if '
+                    'given); runs nothing and needs no --config.')
   cli.define_config_flag()
   cli.define_fresh_start_flag()
-  flags.mark_flags_as_required(['config', 'workdir'])
+  flags.mark_flags_as_required(['workdir'])
 
 
 def _numbers(flag: str, kind: type) -> Optional[list]:
@@ -226,9 +292,20 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   seeds, label_noises = _numbers('seeds', int), _numbers('label_noise', float)
-  devices.setup_devices(FLAGS.config)  # Before any other JAX call.
-  compare(FLAGS.config, FLAGS.strategies, seeds, FLAGS.workdir, FLAGS.ablation, label_noises,
-          FLAGS.fresh_start)
+  baseline = FLAGS.baseline
+  if FLAGS.summarize:
+    given = lambda flag, value: value if FLAGS[flag].present else None
+    baseline = baseline and run_name(baseline)
+    rows = summarize(FLAGS.workdir, given('strategies', FLAGS.strategies), given('seeds', seeds),
+                     baseline)
+  elif FLAGS.config is None:
+    raise app.UsageError('--config is required (except with --summarize)')
+  else:
+    devices.setup_devices(FLAGS.config)  # Before any other JAX call.
+    rows = compare(FLAGS.config, FLAGS.strategies, seeds, FLAGS.workdir, FLAGS.ablation,
+                   label_noises, FLAGS.fresh_start, baseline, FLAGS.parallel)
+  if devices.is_writer():
+    print(paired_table(rows, baseline)[1], end='')  # As in summary.md.
 
 
 if __name__ == '__main__':

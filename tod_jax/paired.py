@@ -20,6 +20,9 @@ from typing import Optional, Sequence
 import numpy as np
 from scipy import stats
 
+from tod_jax.errors import ConfigError
+
+DEFAULT_BASELINE = 'random'
 CONFIDENCE = 0.95
 TIE = 1e-9  # |d| up to this is a tie: equal accuracies, up to float rounding of the means.
 FIELDS = ('strategy', 'baseline', 'cycles', 'labeled_percent', 'seeds', 'mean_diff_points',
@@ -49,6 +52,16 @@ class Paired:
   losses: int
 
 
+def choose_baseline(names: Sequence[str], baseline: Optional[str] = None) -> str:
+  """`baseline`, which must be one of `names`; None: 'random' if compared, else the first."""
+  if baseline is None:
+    return DEFAULT_BASELINE if DEFAULT_BASELINE in names else names[0]
+  if baseline not in names:
+    raise ConfigError(f'--baseline {baseline} is not among the compared runs '
+                      f'({", ".join(dict.fromkeys(names))}); pass one of them.')
+  return baseline
+
+
 def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
   """mean +- t_{(1+confidence)/2, n-1} * sd / sqrt(n) of `values` (n >= 1)."""
   values = np.asarray(values, np.float64)
@@ -70,7 +83,7 @@ def accuracies(rows: Sequence[dict]) -> dict:
 
 
 def late_cycles(rows: Sequence[dict]) -> tuple[int, ...]:
-  """Cycles 2..N: every cycle after the first that any row has."""
+  """Cycles 2..N: every cycle after the first that any row has (the late mean needs two)."""
   return tuple(sorted({r['cycle'] for r in rows} - {1}))
 
 
@@ -103,7 +116,7 @@ def paired_stats(rows: Sequence[dict], baseline: str) -> list[Paired]:
       if diffs:
         out.append(_paired(name, baseline, (c,), percent[c], diffs))
     full = [s for s in seeds if all(c in runs[s] and c in base[s] for c in late)]
-    if late and full:
+    if len(late) > 1 and full:  # With one late cycle, that cycle's row says it.
       diffs = [np.mean([runs[s][c] - base[s][c] for c in late]) for s in full]
       out.append(_paired(name, baseline, late, percent[late[-1]], diffs))
   return out
