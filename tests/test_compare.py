@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, cpu_env, make_tiny_config
-from tod_jax import compare, rundir
+from tod_jax import compare, errors, rundir
 
 
 def _row(strategy, seed, cycle, acc):
@@ -153,3 +153,14 @@ def test_summarize_pairs_existing_run_directories_by_hand(tmp_path):
   assert 'cod − random' not in result.stdout and '| strategy − random |' in result.stdout
   summary = (tmp_path / 'summary.md').read_text()
   assert 'mean 15–20% (cycles 2-3)' in summary and 'not recorded' in summary
+
+
+def test_a_baseline_not_compared_and_a_workdir_without_runs_are_refused_first(tmp_path):
+  with pytest.raises(errors.ConfigError, match=r'--baseline margin is not among the compared '
+                     r'runs \(random, cod\); pass one of them'):
+    compare.compare(_tiny_run_config(), ['random', 'cod'], [0], str(tmp_path / 'w'),
+                    baseline='margin')
+  (tmp_path / 'other_seed0').mkdir()  # No metrics.jsonl: not a run of a comparison.
+  with pytest.raises(errors.MissingFileError, match='holds no run directory <name>_seed<k>'):
+    compare.summarize(str(tmp_path))
+  assert sorted(os.listdir(tmp_path)) == ['other_seed0']  # Nothing written.
