@@ -72,7 +72,7 @@ How the reference is run (in this process only):
   mean/std; test and scoring images are only normalised.
 
 tod_jax runs with the digits config as is (override with --config.<field>=...; the devices
-and kernels are those a run of that config gets, devices.setup_devices): its
+and kernels are those a run of that config gets, driver.setup_devices): its
 defaults follow the reference (cod_first_cycle='lowest', against the network's own initial
 weights rather than a separately initialised one; tod_loss_form='reference'). Its --workdir
 subdirectories must be new: an existing run there would be resumed, not timed.
@@ -96,7 +96,7 @@ from absl import flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_utils  # noqa: E402  pylint: disable=g-import-not-at-top
-from tod_jax import devices, driver, input_pipeline  # noqa: E402
+from tod_jax import driver, input_pipeline  # noqa: E402
 from tod_jax import cycle as cycle_lib  # noqa: E402
 
 IMPLS, STRATEGIES = ('tod_jax', 'reference'), ('cod', 'random')
@@ -460,7 +460,7 @@ def read_run_lines(paths: list[str]) -> list[dict]:
 def main(argv: Optional[list[str]] = None) -> list[dict]:
   """Runs every (seed, strategy, implementation); returns the JSON lines printed."""
   fv, config = parse_flags(argv)
-  devices.setup_devices(config)  # A run's CPU split and kernels (before JAX starts, if it has not).
+  driver.setup_devices(config)  # A run's CPU split and kernels (before JAX starts, if it has not).
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
   lines, out = [], open(fv.out, 'w') if fv.out else None  # pylint: disable=consider-using-with
 

@@ -11,7 +11,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from conftest import make_tiny_config
-from tod_jax import checkpointing, driver, input_pipeline, strategies, vaal
+from tod_jax import checkpointing, driver, input_pipeline, rundir, strategies, vaal
 from tod_jax.strategies import vaal as vaal_strategy
 
 
@@ -155,4 +155,4 @@ def test_resumed_vaal_run_selects_what_an_uninterrupted_run_selects(two_cycles, 
   workdir = str(tmp_path)
   driver.run(vaal_config(num_cycles=1), workdir)
   driver.run(vaal_config(num_cycles=2), workdir)
-  np.testing.assert_array_equal(driver.final_labeled(workdir), driver.final_labeled(two_cycles))
+  np.testing.assert_array_equal(rundir.final_labeled(workdir), rundir.final_labeled(two_cycles))

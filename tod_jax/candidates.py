@@ -15,7 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from tod_jax import checkpointing, loss_forms, models, train
+from tod_jax import checkpointing, files, loss_forms, models, train
 from tod_jax.input_pipeline import Dataset
 from tod_jax.snapshots import Snapshots, parse_interval  # noqa: F401 (public here too)
 from tod_jax.errors import ConfigError, MissingFileError, UserError
@@ -72,7 +72,7 @@ def train_candidate(config: ml_collections.ConfigDict, dataset: Dataset, labeled
   meta = {'config': json.loads(config.to_json()), 'train_loss': metrics['sup_loss'],
           'steps': total, 'steps_per_epoch': per_epoch,
           'baselines': {spec: total - n for spec, n in snapshots.steps_back.items()},
-          'labeled': checkpointing.indices_to_json(labeled)}
+          'labeled': files.indices_to_json(labeled)}
   checkpointer = checkpointing.Checkpointer(directory)
   try:
     checkpointer.save(_CHECKPOINT, {'final': state.variables, 'baselines': snapshots.variables},

@@ -146,15 +146,20 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
   return args
 
 
-def run(main: Callable[[list[str]], None], define_flags: Optional[Callable[[], None]] = None
-        ) -> None:
-  """Defines the command's flags, then absl.app.run(main) with mistakes as one line."""
+def run(main: Callable[[list[str]], None], define_flags: Optional[Callable[[], None]] = None,
+        positional: bool = False) -> None:
+  """Defines the command's flags, then absl.app.run(main) with mistakes as one line.
+
+  `positional`: the command takes arguments besides its flags (else they are a mistake).
+  """
   if define_flags is not None:
     define_flags()
 
   def guarded(argv):
     setup_logging()
     try:
+      if len(argv) > 1 and not positional:
+        raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
       main(argv)
     except UserError as e:
       fail(str(e))

@@ -9,16 +9,21 @@ from typing import Any, Optional
 
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from absl import logging
 
-from tod_jax import (checkpointing, configs, cycle, devices, errors, initializers, input_pipeline,
+from tod_jax import (checkpointing, configs, cycle, devices, errors, files, initializers, input_pipeline,
                      label_noise, label_sources, loss_forms, models, precision, pretrained,
                      rundir, strategies, tod)
 from tod_jax.errors import ConfigError
 
 DTYPES = ('float32', 'bfloat16')  # Allowed for compute_dtype and kept_outputs_dtype.
 TEACHERS = ('ema', 'cyclic')  # config.loss_teacher.
+
+
+def setup_devices(config: ml_collections.ConfigDict) -> None:
+  """The devices and XLA settings a run of `config` gets (tod_jax.devices); call it before any
+  other JAX call. Counts config.model's parameters where an 'auto' setting needs them."""
+  devices.setup_devices(config, lambda: models.parameter_count(config.model))
 
 
 def validate_config(config: ml_collections.ConfigDict, own_dataset: bool = False) -> None:
@@ -120,7 +125,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
       return _finished(config, workdir, checkpointer.restore_meta(last), dataset)
     if rundir.is_writer():
       with errors.writing(workdir):
-        checkpointing.check_writable(workdir)  # Before the data loads, which can take minutes.
+        files.check_writable(workdir)  # Before the data loads, which can take minutes.
     dataset, noise = load_run_dataset(config, dataset)
     source = label_sources.make_source(config, dataset, workdir)
     experiment = cycle.setup(config, dataset, initial_size=source.num_initial)
@@ -183,7 +188,3 @@ def _run_cycles(experiment: cycle.Experiment, checkpointer: checkpointing.Checkp
       writer.close()
   return list(state.records)
 
-
-def final_labeled(workdir: str) -> Optional[np.ndarray]:
-  """The labeled set stored by the latest checkpoint in `workdir`, or None."""
-  return rundir.final_labeled(workdir)

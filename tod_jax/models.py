@@ -10,6 +10,7 @@ its running statistics).
 """
 
 import functools
+import math
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import flax.linen as nn
@@ -141,6 +142,14 @@ def register_model(name: str, factory: Callable[..., nn.Module]) -> None:
   'flax' keeps the module's own initialisers.
   """
   MODELS.register(name, factory)
+
+
+def parameter_count(name: str, num_classes: int = 10) -> int:
+  """Parameters of model `name` on 32x32x3 inputs, counted abstractly (JAX is not started)."""
+  model = create_model(name, num_classes)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)),
+                                             train=False))
+  return sum(math.prod(x.shape) for x in jax.tree.leaves(shapes['params']))
 
 
 def create_model(name: str, num_classes: int, dropout_rate: float = 0.0,

@@ -4,7 +4,7 @@ A name can be registered once: a second registration is refused, so a plug-in
 cannot silently replace a built-in part.
 """
 
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Generic, Iterator, TypeVar
 
 from tod_jax.errors import ConfigError
 
@@ -24,10 +24,6 @@ class Registry(Generic[T]):
                        'under another name.')
     self._entries[name] = value
     return value
-
-  def decorator(self, name: str) -> Callable[[T], T]:
-    """`@registry.decorator('name')` registers the decorated object."""
-    return lambda value: self.register(name, value)
 
   def get(self, name: str) -> T:
     if name not in self._entries:

@@ -17,7 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from tod_jax import checkpointing, devices, precision, sharded_map
+from tod_jax import checkpointing, devices, files, precision, sharded_map
 from tod_jax.cycle import CycleRecord, CycleState, Experiment
 from tod_jax.errors import ConfigError, MissingFileError
 
@@ -91,7 +91,7 @@ def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   """Creates `workdir` and writes its config.json (process 0; an unchanged one is kept)."""
   if is_writer():
     os.makedirs(workdir, exist_ok=True)
-    checkpointing.write_atomic(os.path.join(workdir, CONFIG),
+    files.write_atomic(os.path.join(workdir, CONFIG),
                                json.dumps(json.loads(config.to_json()), indent=2,
                                           sort_keys=True))
 
@@ -125,7 +125,7 @@ def kept_cycle_message(workdir: str, cycle: int) -> str:
 def write_metrics(workdir: str, records) -> None:
   """metrics.jsonl, one line per completed cycle, rewritten from the checkpointed records."""
   if is_writer():
-    checkpointing.write_atomic(os.path.join(workdir, METRICS),
+    files.write_atomic(os.path.join(workdir, METRICS),
                                ''.join(json.dumps(r) + '\n' for r in records))
 
 
@@ -153,8 +153,8 @@ def _tree(state: CycleState, snapshots: Optional[dict]) -> dict:
 def meta(state: CycleState, record: CycleRecord) -> dict:
   """The JSON part of cycle state.cycle's checkpoint."""
   scores = record.query_scores
-  out = {'cycle': state.cycle, 'labeled': checkpointing.indices_to_json(state.labeled),
-         'queried': checkpointing.indices_to_json(record.queried),
+  out = {'cycle': state.cycle, 'labeled': files.indices_to_json(state.labeled),
+         'queried': files.indices_to_json(record.queried),
          'query_scores': None if scores is None else [float(x) for x in scores],
          'query_order': record.query_order, 'records': list(state.records)}
   if record.snapshot_steps_back:

@@ -77,7 +77,7 @@ def lr_decay_step(config: ml_collections.ConfigDict, num_steps: int) -> int:
 @functools.lru_cache(maxsize=16)
 def _jitted_init(model: nn.Module):
   """One jitted `model.init` per model: a fresh `jax.jit(model.init)` misses jax's cache (a new
-  bound method each time) and recompiles, about 15 s for drn_tiny on a busy 2-core CPU."""
+  bound method each time) and would compile again for every run."""
   return jax.jit(model.init, static_argnames='train')
 
 
