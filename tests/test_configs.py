@@ -7,7 +7,7 @@ import os
 import ml_collections
 import pytest
 
-from tod_jax import driver, input_pipeline
+from tod_jax import datasets, driver
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, 'configs', '*.py')))
@@ -29,7 +29,7 @@ def test_config_loads_and_validates(path):
   config = _load(path)
   assert isinstance(config, ml_collections.ConfigDict)
   driver.validate_config(config)
-  assert config.dataset in input_pipeline.DATASETS
+  assert config.dataset in datasets.DATASETS
   # Table VIII: every dataset starts at 10%, adds 5% a cycle, 7 cycles, alpha/lambda
   # (the CPU-sized synthetic_seg runs 3 cycles).
   cycles = 3 if path.endswith('synthetic_seg.py') else 7

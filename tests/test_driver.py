@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import cpu_env, make_tiny_config
-from tod_jax import checkpointing, devices, driver, input_pipeline, rundir, tod, train
+from tod_jax import augment, checkpointing, devices, driver, rundir, tod, train
 from tod_jax import cycle as cycle_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -273,7 +273,7 @@ def _restored(config, workdir, cycle):
 
 
 def _softmax_outputs(model, variables, dataset, indices):
-  x = input_pipeline.normalize(dataset.train_images[indices], dataset.mean, dataset.std)
+  x = augment.normalize(dataset.train_images[indices], dataset.mean, dataset.std)
   return np.asarray(jax.nn.softmax(model.apply(variables, x, train=False), -1), np.float64)
 
 

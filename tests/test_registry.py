@@ -2,13 +2,13 @@
 
 import pytest
 
-from tod_jax import input_pipeline, models, registry, strategies
+from tod_jax import datasets, models, registry, strategies
 from tod_jax.errors import ConfigError
 
 
 @pytest.mark.parametrize('table,name', [(strategies.STRATEGIES, 'cod'),
                                         (models.MODELS, 'small_cnn'),
-                                        (input_pipeline.DATASETS, 'digits')])
+                                        (datasets.DATASETS, 'digits')])
 def test_a_name_registered_twice_is_refused(table, name):
   before = table.get(name)
   with pytest.raises(ValueError, match=f"named '{name}' is already registered"):

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tod_jax import (badge, checkpointing, driver, input_pipeline, kept_outputs, loss_prediction,
-                     models, scoring, strategies, synthetic_seg, uncertainty)
+from tod_jax import (badge, checkpointing, datasets, driver, kept_outputs, loss_prediction, models,
+                     scoring, strategies, synthetic_seg, uncertainty)
 from tod_jax.errors import ConfigError
 from tod_jax.strategies import coreset, mc_dropout
 from tod_jax.train_state import create_optimizer, create_train_state, init_variables
@@ -115,7 +115,7 @@ def test_ll4al_picks_the_largest_predicted_loss():
 @pytest.fixture(scope='module')
 def real_setup():
   """A small CNN with dropout on 300 digits; the EMA model and baseline differ from w_c."""
-  ds = input_pipeline.load_digits()
+  ds = datasets.load_digits()
   ds = dataclasses.replace(ds, train_images=ds.train_images[:300],
                            train_labels=ds.train_labels[:300])
   model = models.create_model('small_cnn', 10, dropout_rate=0.5)

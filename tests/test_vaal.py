@@ -11,7 +11,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from conftest import make_tiny_config
-from tod_jax import checkpointing, driver, input_pipeline, rundir, strategies, vaal
+from tod_jax import augment, checkpointing, datasets, driver, rundir, strategies, vaal
 from tod_jax.strategies import vaal as vaal_strategy
 
 
@@ -85,7 +85,7 @@ def test_vae_loss_by_hand():
 
 def _tiny_vaal():
   """The driver tests' VAAL (same digits mean and std): one compiled init for both."""
-  ds = input_pipeline.load_digits()
+  ds = datasets.load_digits()
   return vaal.from_config(vaal_config(), ds.image_shape, ds.mean, ds.std)
 
 
@@ -95,7 +95,7 @@ def test_one_discriminator_step_lowers_its_loss_on_a_fixed_batch():
   rng = np.random.default_rng(0)
   labeled = rng.integers(0, 100, (16, 8, 8, 1)).astype(np.uint8)  # Dark vs bright images.
   unlabeled = rng.integers(150, 256, (16, 8, 8, 1)).astype(np.uint8)
-  x = input_pipeline.normalize(jnp.concatenate([labeled, unlabeled]), net.mean, net.std)
+  x = augment.normalize(jnp.concatenate([labeled, unlabeled]), net.mean, net.std)
   step = jax.jit(vaal.discriminator_update, static_argnums=(0, 3))
   # The codes the discriminator reads depend only on the VAE params (BatchNorm in train
   # mode), so the second call's loss is the updated discriminator's on the same codes.

@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 from absl import flags, logging
 
-from tod_jax import checkpointing, cli, errors, files, input_pipeline, ranking, rundir, uncertainty
+from tod_jax import checkpointing, cli, datasets, errors, files, ranking, rundir, uncertainty
 from tod_jax import cycle as cycle_lib
 from tod_jax.errors import UserError
 from tod_jax.strategies import cod as cod_strategy
@@ -113,7 +113,7 @@ class Run:
     if self.config.labels != 'oracle':
       raise UserError(f'{workdir} is a run with labels={self.config.labels!r}; the analysis '
                       'needs the ground-truth loss of every pool sample (an oracle benchmark).')
-    self.dataset = input_pipeline.load_dataset(self.config)  # Clean labels, no label noise.
+    self.dataset = datasets.load_dataset(self.config)  # Clean labels, no label noise.
     if self.dataset.is_segmentation:
       raise UserError(f'{workdir} is a segmentation run; tod_jax.analyze supports '
                       'classification runs only.')

@@ -18,10 +18,10 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from tod_jax import (initializers, loss_forms, loss_prediction, metrics, models, pretrained,
-                     snapshots, strategies, train)
+from tod_jax import (batches, initializers, loss_forms, loss_prediction, metrics, models,
+                     pretrained, snapshots, strategies, train)
+from tod_jax.dataset import Dataset
 from tod_jax.errors import ConfigError
-from tod_jax.input_pipeline import Dataset
 from tod_jax.scoring import Scorer, shared_scorer
 from tod_jax.sharded_map import make_mesh
 from tod_jax.train_state import (TrainState, create_optimizer, create_train_state,
@@ -198,7 +198,7 @@ def _train(experiment: Experiment, state: CycleState, dataset: Dataset, unlabele
   if config.reinit_each_cycle:
     start, ema, head = experiment.init_variables, None, experiment.init_loss_head
   copy = lambda tree: None if tree is None else jax.tree.map(jnp.copy, tree)
-  per_epoch = train.steps_per_epoch(len(state.labeled), config.batch_size)
+  per_epoch = batches.steps_per_epoch(len(state.labeled), config.batch_size)
   n_steps = config.num_epochs * per_epoch
   cyclic = config.semi and config.loss_teacher == 'cyclic'
   train_state = create_train_state(

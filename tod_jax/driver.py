@@ -11,9 +11,10 @@ import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
-from tod_jax import (checkpointing, configs, cycle, devices, errors, files, initializers, input_pipeline,
-                     label_noise, label_sources, loss_forms, models, precision, pretrained,
-                     rundir, strategies, tod)
+from tod_jax import (batches, checkpointing, configs, cycle, datasets, devices, errors, files,
+                     initializers, label_noise, label_sources, loss_forms, models, precision,
+                     pretrained, rundir, strategies, tod)
+from tod_jax.dataset import Dataset
 from tod_jax.errors import ConfigError
 
 DTYPES = ('float32', 'bfloat16')  # Allowed for compute_dtype and kept_outputs_dtype.
@@ -33,7 +34,7 @@ def validate_config(config: ml_collections.ConfigDict, own_dataset: bool = False
   """
   configs.check_fields(config)  # A misspelt field would be ignored.
   if not own_dataset:
-    input_pipeline.DATASETS.get(config.dataset)
+    datasets.DATASETS.get(config.dataset)
   for field in ('compute_dtype', 'kept_outputs_dtype'):
     if config[field] not in DTYPES:
       raise ConfigError(f'{field} {config[field]!r} is not supported; set --config.{field} '
@@ -59,7 +60,7 @@ def validate_config(config: ml_collections.ConfigDict, own_dataset: bool = False
   precision.check(config)
   label_noise.check_probability(config.label_noise)
   cycle.snapshot_intervals(config)
-  input_pipeline.check_data_on_device(config.data_on_device)
+  batches.check_data_on_device(config.data_on_device)
   devices.check_cpu_convolutions(config.cpu_convolutions)
   if config.host_pool and config.strategy == 'vaal':
     raise ConfigError("strategy 'vaal' trains on every pool image in each process; set "
@@ -67,11 +68,11 @@ def validate_config(config: ml_collections.ConfigDict, own_dataset: bool = False
 
 
 def load_run_dataset(config: ml_collections.ConfigDict,
-                     dataset: Optional[input_pipeline.Dataset] = None
-                     ) -> tuple[input_pipeline.Dataset, Optional[dict]]:
+                     dataset: Optional[Dataset] = None
+                     ) -> tuple[Dataset, Optional[dict]]:
   """(the dataset a run trains on: config.dataset, or `dataset`, with label noise applied,
   the record of the flipped labels or None); writes nothing."""
-  dataset = input_pipeline.load_dataset(config) if dataset is None else dataset
+  dataset = datasets.load_dataset(config) if dataset is None else dataset
   return label_noise.apply(config, dataset)
 
 
@@ -105,11 +106,11 @@ def _report(writer: Any, record: cycle.CycleRecord) -> None:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str,
-        dataset: Optional[input_pipeline.Dataset] = None, fresh_start: bool = False
+        dataset: Optional[Dataset] = None, fresh_start: bool = False
         ) -> list[dict]:
   """Runs (or resumes) all cycles of `config` in `workdir`; returns the metrics records.
 
-  `dataset`: the user's own data (input_pipeline.Dataset.from_arrays) instead of
+  `dataset`: the user's own data (Dataset.from_arrays) instead of
   config.dataset; pass the same one to resume. `fresh_start`: start over in a workdir
   that holds results (metrics.jsonl) but no checkpoints, replacing them.
 
@@ -146,7 +147,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
 
 
 def _finished(config: ml_collections.ConfigDict, workdir: str, info: dict,
-              dataset: Optional[input_pipeline.Dataset]) -> list[dict]:
+              dataset: Optional[Dataset]) -> list[dict]:
   """A finished run's records (from its last checkpoint); only a file that a crash cut short
   is written, so a finished run on a read-only mount reports too."""
   with errors.writing(workdir):
@@ -161,7 +162,7 @@ def _finished(config: ml_collections.ConfigDict, workdir: str, info: dict,
 
 
 def _run_cycles(experiment: cycle.Experiment, checkpointer: checkpointing.Checkpointer,
-                source: Any, dataset: input_pipeline.Dataset, state: cycle.CycleState,
+                source: Any, dataset: Dataset, state: cycle.CycleState,
                 workdir: str) -> list[dict]:
   """The loop: each remaining cycle, its checkpoint and metrics line; returns every record."""
   config = experiment.config

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 
 from tod_jax import devices, files
-from tod_jax.input_pipeline import Dataset
+from tod_jax.dataset import Dataset
 from tod_jax.errors import ConfigError
 
 RECORD = 'label_noise.json'

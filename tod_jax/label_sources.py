@@ -22,8 +22,8 @@ import os
 import numpy as np
 
 from tod_jax import devices, files
+from tod_jax.dataset import Dataset
 from tod_jax.errors import ConfigError, DataError, UserError
-from tod_jax.input_pipeline import Dataset
 
 LEDGER = 'labels.json'
 QUERIES = 'queries'

@@ -16,13 +16,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from tod_jax import (badge, input_pipeline, loss_prediction, metrics, precision, tod,
-                     uncertainty)
+from tod_jax import augment, badge, loss_prediction, metrics, precision, tod, uncertainty
 from tod_jax.sharded_map import PoolMapper, make_mesh
 
 
 def _logits(apply_fn, mean, std, variables, images):
-  return apply_fn(variables, input_pipeline.normalize(images, mean, std), train=False)
+  return apply_fn(variables, augment.normalize(images, mean, std), train=False)
 
 
 def _outputs(apply_fn, mean, std, output, variables, images):
@@ -35,7 +34,7 @@ def _uncertainty(apply_fn, mean, std, measure, variables, images):
 
 
 def _logits_and_intermediates(apply_fn, mean, std, variables, images):
-  logits, state = apply_fn(variables, input_pipeline.normalize(images, mean, std), train=False,
+  logits, state = apply_fn(variables, augment.normalize(images, mean, std), train=False,
                            mutable=['intermediates'])
   # float32 even under bfloat16 compute: distances (core-set, BADGE) need the precision.
   return logits, jax.tree.map(lambda a: a.astype(jnp.float32), state['intermediates'])
@@ -62,7 +61,7 @@ def _predicted_loss(apply_fn, mean, std, variables_and_head, images):
 
 def _mc_probabilities(apply_fn, mean, std, num_samples, variables_and_rng, images):
   variables, rng = variables_and_rng
-  x = input_pipeline.normalize(images, mean, std)
+  x = augment.normalize(images, mean, std)
   one_pass = lambda key: jax.nn.softmax(
       apply_fn(variables, x, train=False, dropout=True, rngs={'dropout': key}), axis=-1)
   # [T, B, (H, W,) K] -> [B, (H, W,) T, K]: measures over [..., T, K] then work per pixel.

@@ -13,7 +13,7 @@ from typing import Sequence, TextIO
 from absl import app, flags
 
 from tod_jax import candidates as candidates_lib
-from tod_jax import cli, driver, input_pipeline, model_selection
+from tod_jax import cli, datasets, driver, model_selection
 from tod_jax.model_selection import METHOD_NAMES
 
 FLAGS = flags.FLAGS
@@ -58,7 +58,7 @@ def main(argv):
                            f'{sorted(model_selection.METHODS)}.')
   config = FLAGS.config
   driver.setup_devices(config)  # Before any other JAX call.
-  dataset = input_pipeline.load_dataset(config)
+  dataset = datasets.load_dataset(config)
   outputs = model_selection.load_outputs(FLAGS.candidates, config, dataset, FLAGS.baseline)
   labels = dataset.test_labels if dataset.test_labels is not None and len(
       dataset.test_labels) else None

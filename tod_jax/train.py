@@ -3,7 +3,7 @@
 import dataclasses
 import functools
 import math
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 import chex
 import jax
@@ -15,9 +15,9 @@ import tqdm
 
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from tod_jax import host_pool, input_pipeline, loss_forms, loss_prediction, precision, tod
+from tod_jax import augment, batches, loss_forms, loss_prediction, precision, tod
+from tod_jax.dataset import Dataset
 from tod_jax.errors import ConfigError, UserError
-from tod_jax.input_pipeline import Dataset
 from tod_jax.sharded_map import DATA_AXIS, make_mesh, put
 from tod_jax.train_state import TrainState
 
@@ -69,10 +69,10 @@ def _prepare(s: StepSettings, key: chex.PRNGKey, images: chex.Array, masks: Opti
              segmentation: bool) -> tuple[chex.Array, Optional[chex.Array]]:
   """Augmented, normalised images; segmentation masks get the same crop and flip."""
   if segmentation:
-    images, masks = input_pipeline.augment_segmentation(key, images, masks, s.crop_size, s.flip)
+    images, masks = augment.augment_segmentation(key, images, masks, s.crop_size, s.flip)
   else:
-    images = input_pipeline.augment(key, images, s.crop_padding, s.flip)
-  return input_pipeline.normalize(images, s.mean, s.std), masks
+    images = augment.augment(key, images, s.crop_padding, s.flip)
+  return augment.normalize(images, s.mean, s.std), masks
 
 
 def _student(s: StepSettings, state: TrainState, params: Any, x_l: chex.Array,
@@ -290,63 +290,6 @@ def _make_step(settings: StepSettings, mesh: Mesh, indexed: bool) -> Callable:
   return step
 
 
-def steps_per_epoch(num_labeled: int, batch_size: int) -> int:
-  return max(1, math.ceil(num_labeled / batch_size))
-
-
-def epoch_indices(np_rng: np.random.Generator, labeled: np.ndarray, unlabeled: np.ndarray,
-                  config: ml_collections.ConfigDict) -> tuple[np.ndarray, list]:
-  """One epoch's batches as pool indices: (labeled [steps, batch], unlabeled per step).
-
-  The labeled set is shuffled and the last batch topped up from the start of the
-  shuffle, so every batch has config.batch_size samples; each step also draws
-  config.unlabeled_batch_size unlabeled samples (None without the TOD loss).
-  """
-  n_steps = steps_per_epoch(len(labeled), config.batch_size)
-  order = np.resize(np_rng.permutation(labeled), n_steps * config.batch_size)
-  order = order.reshape(n_steps, config.batch_size).astype(np.int32)
-  if not config.semi:
-    return order, [None] * n_steps
-  unl = np_rng.choice(unlabeled, size=(n_steps, config.unlabeled_batch_size),
-                      replace=len(unlabeled) < n_steps * config.unlabeled_batch_size)
-  return order, list(unl.astype(np.int32))
-
-
-def host_epoch_indices(np_rng: np.random.Generator, labeled: np.ndarray,
-                       unlabeled: np.ndarray, config: ml_collections.ConfigDict,
-                       images: host_pool.HostShard, sharded: NamedSharding
-                       ) -> tuple[np.ndarray, list]:
-  """epoch_indices for a pool split over hosts: the rows of every batch that sit on
-  process p's devices hold samples of process p's block (host_pool.block_batches)."""
-  n_steps = steps_per_epoch(len(labeled), config.batch_size)
-  order = host_pool.block_batches(np_rng, labeled, images.bounds,
-                                  host_pool.process_rows(sharded, config.batch_size), n_steps,
-                                  config.batch_size)
-  if not config.semi:
-    return order.astype(np.int32), [None] * n_steps
-  unl = host_pool.block_batches(
-      np_rng, unlabeled, images.bounds,
-      host_pool.process_rows(sharded, config.unlabeled_batch_size), n_steps,
-      config.unlabeled_batch_size, replace=True, what='unlabeled')
-  return order.astype(np.int32), list(unl.astype(np.int32))
-
-
-def _device_batches(dataset: Dataset, pool: Optional[dict], order: np.ndarray, unl: list,
-                    sharded: NamedSharding) -> Iterator[tuple]:
-  """The step's batch arguments: indices into the device-resident `pool`, or streamed images
-  (of a pool split over hosts, each process reads the rows on its own devices)."""
-  if pool is not None:
-    return ((pool, *indices) for indices in
-            input_pipeline.prefetch_to_device(zip(order, unl), sharded))
-  images, read = dataset.train_images, lambda idx: dataset.train_images[idx]
-  if host_pool.is_sharded(images):
-    mine = functools.lru_cache(lambda n: host_pool.process_rows(sharded, n)[jax.process_index()])
-    read = lambda idx: images.take(idx, mine(len(idx)))
-  return input_pipeline.prefetch_to_device(
-      (({'image': read(o), 'label': dataset.train_labels[o]},
-        {} if u is None else {'image': read(u)}) for o, u in zip(order, unl)), sharded)
-
-
 def _epoch_summary(history: list[dict], cycle: int, epoch: int) -> dict:
   """Mean metrics of an epoch's steps; raises NonFiniteLossError if any is not finite."""
   metrics = {k: float(v) for k, v in jax.tree.map(
@@ -369,8 +312,8 @@ def train_cycle(state: TrainState, dataset: Dataset, labeled: np.ndarray,
 
   With a loss prediction module (LL4AL) its gradient into the model is stopped
   from epoch round(config.ll4al_detach_at * num_epochs) on (LL4AL: 120 of 200).
-  Every batch has exactly `config.batch_size` samples (epoch_indices), so the step
-  compiles once. A pool that fits (input_pipeline.keeps_data_on_device) is put on
+  Every batch has exactly `config.batch_size` samples (batches.epoch), so the step
+  compiles once. A pool that fits (batches.keeps_data_on_device) is put on
   the devices once and each step receives only indices; a larger one is streamed,
   two batches ahead. Both give the same result.
   Raises NonFiniteLossError (the state passed in is then unusable: it was donated)
@@ -379,7 +322,7 @@ def train_cycle(state: TrainState, dataset: Dataset, labeled: np.ndarray,
   what it keeps, because the next step donates the state's buffers.
   """
   mesh = mesh if mesh is not None else make_mesh()
-  on_device = input_pipeline.keeps_data_on_device(config, dataset)
+  on_device = batches.keeps_data_on_device(config, dataset)
   step_fn = make_train_step(config, dataset, mesh, indexed=on_device)
   replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
   state, key = put(state, replicated), put(key, replicated)
@@ -391,13 +334,9 @@ def train_cycle(state: TrainState, dataset: Dataset, labeled: np.ndarray,
   detach_from = round(config.ll4al_detach_at * config.num_epochs)
   for epoch in bar:
     detach = state.loss_head_params is not None and epoch >= detach_from
-    if host_pool.is_sharded(dataset.train_images):
-      order, unl = host_epoch_indices(np_rng, labeled, unlabeled, config,
-                                      dataset.train_images, sharded)
-    else:
-      order, unl = epoch_indices(np_rng, labeled, unlabeled, config)
+    order, unl = batches.epoch(np_rng, labeled, unlabeled, config, dataset.train_images, sharded)
     history = []
-    for batch in _device_batches(dataset, pool, order, unl, sharded):
+    for batch in batches.device_batches(dataset, pool, order, unl, sharded):
       state, metrics = step_fn(state, *batch, key, detach_loss_head=detach)
       history.append(metrics)
       done += 1

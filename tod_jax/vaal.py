@@ -31,7 +31,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from tod_jax.input_pipeline import normalize
+from tod_jax import batches
+from tod_jax.augment import normalize
 
 BN_MOMENTUM = 0.9  # PyTorch's BatchNorm default (0.1 there), as in VAAL's code.
 
@@ -321,17 +322,6 @@ def from_config(config: ml_collections.ConfigDict, image_shape: tuple[int, ...],
               config.vaal_vae_steps, config.vaal_discriminator_steps)
 
 
-def batch_indices(rng: np.random.Generator, indices: np.ndarray, batch_size: int,
-                  num_batches: int) -> np.ndarray:
-  """[num_batches, batch_size] draws from `indices`: shuffled passes, one after another.
-
-  A set smaller than a batch repeats within it, so every batch has one shape.
-  """
-  needed = num_batches * batch_size
-  passes = [rng.permutation(indices) for _ in range(-(-needed // len(indices)))]
-  return np.concatenate(passes)[:needed].reshape(num_batches, batch_size)
-
-
 def train(vaal: Vaal, state: dict, images: np.ndarray, labeled: np.ndarray,
           unlabeled: np.ndarray, num_iterations: int, batch_size: int,
           rng: np.random.Generator, key: chex.PRNGKey) -> tuple[dict, Optional[dict]]:
@@ -339,8 +329,8 @@ def train(vaal: Vaal, state: dict, images: np.ndarray, labeled: np.ndarray,
 
   Returns (new state, the last iteration's losses as floats, or None without iterations).
   """
-  labeled_batches = batch_indices(rng, labeled, batch_size, num_iterations)
-  unlabeled_batches = batch_indices(rng, unlabeled, batch_size, num_iterations)
+  labeled_batches = batches.batched(rng, labeled, num_iterations, batch_size, 'passes')
+  unlabeled_batches = batches.batched(rng, unlabeled, num_iterations, batch_size, 'passes')
   losses = None
   for i in range(num_iterations):
     state, losses = train_step(vaal, state, images[labeled_batches[i]],

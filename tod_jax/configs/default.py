@@ -14,7 +14,7 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
 
   # Data.
-  config.dataset = 'cifar10'  # A name in tod_jax.input_pipeline.DATASETS (or tod_jax.run(dataset=)).
+  config.dataset = 'cifar10'  # A name in tod_jax.datasets.DATASETS (or tod_jax.run(dataset=)).
   config.data_dir = ''  # TFDS data_dir; '' uses the TFDS default (~/tensorflow_datasets).
   config.crop_padding = 4  # Zero padding before the random crop back to full size; 0: no crop.
   config.flip = True  # Random horizontal flip of training images.

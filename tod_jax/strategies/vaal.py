@@ -13,7 +13,7 @@ import math
 import jax
 import numpy as np
 
-from tod_jax import strategies, train
+from tod_jax import batches, strategies
 from tod_jax import vaal as vaal_lib
 from tod_jax.errors import ConfigError
 
@@ -36,7 +36,7 @@ def _check(config) -> None:
 def num_iterations(config, num_labeled: int) -> int:
   """VAAL iterations this cycle: vaal_iteration_fraction x the task model's steps, rounded
   up (at least one for any positive fraction)."""
-  task_steps = config.num_epochs * train.steps_per_epoch(num_labeled, config.batch_size)
+  task_steps = config.num_epochs * batches.steps_per_epoch(num_labeled, config.batch_size)
   return math.ceil(config.vaal_iteration_fraction * task_steps)
 
 
