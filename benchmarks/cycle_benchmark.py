@@ -144,7 +144,7 @@ def protocol_estimate(config, rates: dict, pool: int, test: int, epochs: int) ->
     # COD with kept outputs runs two passes in cycle 1 only (w_0 has no kept outputs); the
     # rates of a later cycle are for one.
     passes = 2 if (cycle == 0 and rates['cycle'] > 1 and config.strategy == 'cod'
-                   and config.keep_outputs) else 1
+                   and config.kept_outputs.enabled) else 1
     steps, scored = steps + n, scored + candidates
     train_s += n * rates['train_step_seconds']
     score_s += passes * padded(candidates, rates['chunk']) * rates['score_seconds_per_image']

@@ -1,5 +1,5 @@
 """Peak host memory per process: one process, two processes each holding the whole pool,
-and two processes each holding its block of the pool (config.host_pool).
+and two processes each holding its block of the pool (config.distributed.host_pool).
 
 Every process runs one cycle of a CIFAR-10-shaped run (the small CNN, 1 epoch, 1 % labeled,
 COD over a 2,000-image pool subset) on TFDS's mock CIFAR-10 (`tfds.testing.mock_data`:

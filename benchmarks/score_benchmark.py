@@ -126,7 +126,7 @@ def main(argv=None):
   # The CPU split and kernels a user's run of this model gets (before JAX starts its backend).
   driver.setup_devices(ml_collections.ConfigDict(dict(
       model=args.model, num_cpu_devices=args.num_cpu_devices, batch_size=min(args.chunks),
-      unlabeled_batch_size=min(args.chunks), semi=False, distributed=False,
+      unlabeled_batch_size=min(args.chunks), semi=False, distributed=dict(enabled=False),
       cpu_convolutions=args.cpu_convolutions, deterministic=bool(args.deterministic))))
   images = np.random.default_rng(0).integers(0, 256, (max(args.pools), 32, 32, 3),
                                              dtype=np.uint8)

@@ -34,8 +34,8 @@ def make_tiny_config():
   config.progress_bar = False
   config.tensorboard = False
   # Strategy 'vaal': tiny networks and batches.
-  config.vaal_width, config.vaal_latent_size, config.vaal_discriminator_width = 4, 8, 16
-  config.vaal_batch_size = 16
+  config.vaal.width, config.vaal.latent_size, config.vaal.discriminator_width = 4, 8, 16
+  config.vaal.batch_size = 16
   return config
 
 

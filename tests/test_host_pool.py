@@ -64,6 +64,6 @@ def test_host_pool_refuses_what_needs_the_whole_pool(tmp_path):
   from configs import digits  # pylint: disable=import-outside-toplevel
   from tod_jax import driver  # pylint: disable=import-outside-toplevel
   config = digits.get_config()
-  config.strategy, config.host_pool = 'vaal', True
+  config.strategy, config.distributed.host_pool = 'vaal', True
   with pytest.raises(ConfigError, match="'vaal'.*host_pool=False"):
     driver.validate_config(config)

@@ -110,7 +110,7 @@ def test_a_runs_kept_query_is_the_two_pass_query_away_from_near_ties(tmp_path):
   recomputed outputs come from different compiled functions, which a GPU may round
   differently: what is promised is the same scores within (RTOL, ATOL) and so the same query
   except where a candidate's score is that close to the b-th largest."""
-  config = make_tiny_config()  # 2 cycles, keep_outputs=True.
+  config = make_tiny_config()  # 2 cycles, kept_outputs.enabled.
   workdir = str(tmp_path)
   driver.run(config, workdir)
   dataset = datasets.load_digits()

@@ -196,7 +196,7 @@ def test_cod_queries_the_largest_cod_and_optionally_the_lowest_in_cycle_1(real_s
   largest = candidates[np.argsort(-scores, kind='stable')[:10]]
   smallest = candidates[np.argsort(scores, kind='stable')[:10]]
   for cycle in (1, 2):
-    config.keep_outputs = cycle == 1  # Both scoring paths.
+    config.kept_outputs.enabled = cycle == 1  # Both scoring paths.
     config.cod_interval = 'cycle'
     ctx = strategies.QueryContext(config, ds, np.arange(1, 300, 2), candidates, state, baseline,
                                   scorer, np.random.default_rng(0), cycle)
@@ -206,7 +206,7 @@ def test_cod_queries_the_largest_cod_and_optionally_the_lowest_in_cycle_1(real_s
                                   np.sort(smallest if lowest else largest))
     np.testing.assert_allclose(result.scores, scores, rtol=1e-5, atol=1e-6)
     assert result.order == ('lowest' if lowest else 'highest')
-    assert (kept_outputs.KEPT in result.strategy_state) == config.keep_outputs
+    assert (kept_outputs.KEPT in result.strategy_state) == config.kept_outputs.enabled
     assert ctx.strategy_state == {}  # Returned, never written into the context.
   config.cod_first_cycle = 'middle'
   with pytest.raises(ValueError, match='cod_first_cycle'):

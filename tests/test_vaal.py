@@ -114,11 +114,11 @@ def test_state_round_trips_through_its_checkpoint_arrays():
   chex.assert_trees_all_equal(net.from_arrays(arrays), state)
 
 
-@pytest.mark.parametrize('field,value', [('vaal_width', 0), ('vaal_beta', -1.0)])
+@pytest.mark.parametrize('field,value', [('width', 0), ('beta', -1.0)])
 def test_bad_vaal_settings_are_refused(field, value):
   config = vaal_config()
-  config[field] = value
-  with pytest.raises(ValueError, match=field):
+  config.vaal[field] = value
+  with pytest.raises(ValueError, match=rf'vaal\.{field} .*--config\.vaal\.{field}'):
     strategies.check_config(config)
 
 
@@ -147,7 +147,7 @@ def test_vaal_queries_unlabeled_samples_with_finite_scores(two_cycles):
     assert ((0 <= scores) & (scores <= 1)).all() and meta['query_order'] == 'highest'
   # The networks carry over: cycle 2's Adam count adds its steps to cycle 1's.
   config = vaal_config()
-  steps = [config.vaal_vae_steps * vaal_strategy.num_iterations(config, n) for n in (144, 216)]
+  steps = [config.vaal.vae_steps * vaal_strategy.num_iterations(config, n) for n in (144, 216)]
   assert [_vae_adam_count(two_cycles, c) for c in (1, 2)] == [steps[0], sum(steps)]
 
 

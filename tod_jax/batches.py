@@ -59,8 +59,8 @@ def by_block(rng: np.random.Generator, indices: np.ndarray, bounds: np.ndarray,
   for p, positions in enumerate(host_pool.split_by_owner(indices, bounds)):
     mine = np.asarray(indices)[positions]
     if not len(mine):
-      raise ConfigError(f'Process {p} holds none of the {what} samples (config.host_pool); '
-                        'set --config.host_pool=False for this run.')
+      raise ConfigError(f'Process {p} holds none of the {what} samples (config.distributed.host_pool); '
+                        'set --config.distributed.host_pool=False for this run.')
     out[:, rows[p]] = draw(rng, mine, num_batches * len(rows[p]), how).reshape(
         num_batches, len(rows[p]))
   return out
@@ -110,7 +110,7 @@ def keeps_data_on_device(config: ml_collections.ConfigDict, dataset: Dataset) ->
   if host_pool.is_sharded(dataset.train_images):  # No process holds the whole pool.
     if config.data_on_device == 'always':
       raise ConfigError("data_on_device='always' needs the whole pool on every process; "
-                        'with config.host_pool set --config.data_on_device=auto.')
+                        'with config.distributed.host_pool set --config.data_on_device=auto.')
     return False
   if config.data_on_device == 'auto':
     size = dataset.train_images.nbytes + dataset.train_labels.nbytes

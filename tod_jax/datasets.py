@@ -83,7 +83,7 @@ def load_tfds(name: str, data_dir: str = '', block: Optional[tuple[int, int]] = 
               ) -> Dataset:
   """Loads a prepared TFDS dataset (array_record format) with no network access.
 
-  block=(p, count): a process of a multi-host run with config.host_pool; only the p-th
+  block=(p, count): a process of a multi-host run with config.distributed.host_pool; only the p-th
   of `count` blocks of the pool is read (host_pool.HostShard), the labels of the others
   come from their processes.
   """
@@ -203,25 +203,25 @@ for _name in TFDS_SPECS:
 
 def host_block(config: ml_collections.ConfigDict) -> Optional[tuple[int, int]]:
   """(this process, process count) when each process loads only its block of the pool."""
-  if config.get('host_pool', False) and jax.process_count() > 1:
+  if config.get('distributed', {}).get('host_pool', False) and jax.process_count() > 1:
     return jax.process_index(), jax.process_count()
   return None
 
 
 def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
-  """Loads `config.dataset` (with config.host_pool on several processes: this one's block;
+  """Loads `config.dataset` (with config.distributed.host_pool on several processes: this one's block;
   TFDS datasets read only that block, in-memory ones are loaded whole and then split)."""
   dataset = DATASETS.get(config.dataset)(config)
   block = host_block(config)
   if block is None:
     return dataset
   if dataset.is_segmentation:
-    raise ConfigError('config.host_pool splits classification pools only (segmentation '
-                      'masks would be gathered whole); set --config.host_pool=False.')
+    raise ConfigError('config.distributed.host_pool splits classification pools only (segmentation '
+                      'masks would be gathered whole); set --config.distributed.host_pool=False.')
   if not host_pool.is_sharded(dataset.train_images):
     dataset = dataclasses.replace(dataset,
                                   train_images=host_pool.shard(dataset.train_images, *block))
   images = dataset.train_images
-  logging.info('Process %d holds pool rows [%d, %d) of %d (config.host_pool).', block[0],
+  logging.info('Process %d holds pool rows [%d, %d) of %d (config.distributed.host_pool).', block[0],
                images.lo, images.hi, len(images))
   return dataset

@@ -98,7 +98,7 @@ def setup_devices(config: ml_collections.ConfigDict,
   (jax_num_cpu_devices), so the mesh runs data parallel over the cores; -1 (the
   default) chooses with auto_cpu_devices, 0 keeps XLA's one multi-threaded device.
   It has no effect on GPU/TPU meshes. config.cpu_convolutions and config.deterministic:
-  xla_flags. config.distributed: initialize_distributed.
+  xla_flags. config.distributed.enabled: initialize_distributed.
   """
   # Counting the model's parameters traces its init: only when an 'auto' setting needs it.
   large = ((config.num_cpu_devices < 0 or config.cpu_convolutions == 'auto')
@@ -118,40 +118,40 @@ def setup_devices(config: ml_collections.ConfigDict,
     jax.config.update('jax_num_cpu_devices', count)
     logging.info('CPU split into %d XLA device(s) (num_cpu_devices=%d).', count,
                  config.num_cpu_devices)
-  if config.distributed:
+  if config.distributed.enabled:
     initialize_distributed(config)
 
 
 def initialize_distributed(config: ml_collections.ConfigDict) -> None:
-  """jax.distributed.initialize for a multi-host run (config.distributed).
+  """jax.distributed.initialize for a multi-host run (config.distributed.enabled).
 
   Empty / negative fields are left to JAX, which reads them from the environment
   on TPU pod slices, SLURM and Open MPI; on other GPU hosts set all three.
   Must run before any other JAX call.
   """
   kwargs = {}
-  if config.coordinator_address:
-    kwargs['coordinator_address'] = config.coordinator_address
-  if config.num_processes > 0:
-    kwargs['num_processes'] = config.num_processes
-  if config.process_id >= 0:
-    kwargs['process_id'] = config.process_id
+  if config.distributed.coordinator_address:
+    kwargs['coordinator_address'] = config.distributed.coordinator_address
+  if config.distributed.num_processes > 0:
+    kwargs['num_processes'] = config.distributed.num_processes
+  if config.distributed.process_id >= 0:
+    kwargs['process_id'] = config.distributed.process_id
   # CPU hosts talk through gloo (no-op on GPU/TPU, whose collectives are their own).
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-  if config.coordinator_address and config.process_id > 0:
+  if config.distributed.coordinator_address and config.distributed.process_id > 0:
     # JAX aborts the process (a C++ fatal error) when the coordinator never answers: check
     # first, so an unreachable coordinator is one line within the timeout.
-    _wait_for(config.coordinator_address, config.distributed_timeout, config.process_id)
+    _wait_for(config.distributed.coordinator_address, config.distributed.timeout, config.distributed.process_id)
   try:
-    jax.distributed.initialize(**kwargs, initialization_timeout=config.distributed_timeout,
-                               heartbeat_timeout_seconds=config.distributed_timeout)
+    jax.distributed.initialize(**kwargs, initialization_timeout=config.distributed.timeout,
+                               heartbeat_timeout_seconds=config.distributed.timeout)
   except Exception as e:  # JAX raises XlaRuntimeError / RuntimeError variants here.
     raise UserError(
-        f'Process {config.process_id} could not join the cluster at '
-        f'{config.coordinator_address or "(from the environment)"} within '
-        f'{config.distributed_timeout} s ({type(e).__name__}: {str(e).splitlines()[0]}); start '
+        f'Process {config.distributed.process_id} could not join the cluster at '
+        f'{config.distributed.coordinator_address or "(from the environment)"} within '
+        f'{config.distributed.timeout} s ({type(e).__name__}: {str(e).splitlines()[0]}); start '
         'every process (python -m tod_jax.launch on one machine), check '
-        '--config.coordinator_address, or raise --config.distributed_timeout.') from e
+        '--config.distributed.coordinator_address, or raise --config.distributed.timeout.') from e
   logging.info('Process %d of %d; %d local and %d global devices.', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
 
@@ -168,8 +168,8 @@ def _wait_for(address: str, timeout: float, process_id: int) -> None:
       if time.monotonic() > deadline:
         raise UserError(f'Process {process_id} could not reach the coordinator at {address} '
                         f'within {timeout} s ({e}); start process 0 (python -m tod_jax.launch '
-                        'starts all on one machine), check --config.coordinator_address, or '
-                        'raise --config.distributed_timeout.') from e
+                        'starts all on one machine), check --config.distributed.coordinator_address, or '
+                        'raise --config.distributed.timeout.') from e
       time.sleep(0.5)
 
 

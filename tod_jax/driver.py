@@ -17,7 +17,7 @@ from tod_jax import (batches, checkpointing, configs, cycle, datasets, devices, 
 from tod_jax.dataset import Dataset
 from tod_jax.errors import ConfigError
 
-DTYPES = ('float32', 'bfloat16')  # Allowed for compute_dtype and kept_outputs_dtype.
+DTYPES = ('float32', 'bfloat16')  # Allowed for compute_dtype and kept_outputs.dtype.
 TEACHERS = ('ema', 'cyclic')  # config.loss_teacher.
 
 
@@ -35,10 +35,11 @@ def validate_config(config: ml_collections.ConfigDict, own_dataset: bool = False
   configs.check_fields(config)  # A misspelt field would be ignored.
   if not own_dataset:
     datasets.DATASETS.get(config.dataset)
-  for field in ('compute_dtype', 'kept_outputs_dtype'):
-    if config[field] not in DTYPES:
-      raise ConfigError(f'{field} {config[field]!r} is not supported; set --config.{field} '
-                        f'to one of {DTYPES}.')
+  for field, value in (('compute_dtype', config.compute_dtype),
+                       ('kept_outputs.dtype', config.kept_outputs.dtype)):
+    if value not in DTYPES:
+      raise ConfigError(f'{field} {value!r} is not supported; set --config.{field} to one of '
+                        f'{DTYPES}.')
   models.MODELS.get(config.model)
   initializers.check(config.param_init)
   if config.init_checkpoint:  # Before the dataset loads, which can take minutes.
@@ -62,9 +63,9 @@ def validate_config(config: ml_collections.ConfigDict, own_dataset: bool = False
   cycle.snapshot_intervals(config)
   batches.check_data_on_device(config.data_on_device)
   devices.check_cpu_convolutions(config.cpu_convolutions)
-  if config.host_pool and config.strategy == 'vaal':
+  if config.distributed.host_pool and config.strategy == 'vaal':
     raise ConfigError("strategy 'vaal' trains on every pool image in each process; set "
-                      '--config.host_pool=False for it.')
+                      '--config.distributed.host_pool=False for it.')
 
 
 def load_run_dataset(config: ml_collections.ConfigDict,

@@ -1,4 +1,4 @@
-"""Multi-host runs in which each process holds only its block of the pool (config.host_pool).
+"""Multi-host runs in which each process holds only its block of the pool (config.distributed.host_pool).
 
 The pool's N images are split into `process_count` contiguous blocks; process p loads
 block p only (`HostShard`). Labels stay whole on every process (they are small). Every
@@ -32,7 +32,7 @@ class HostShard:
 
   def __getitem__(self, indices):
     raise TypeError('A HostShard holds one block of the pool; read it with take(indices, '
-                    'rows) (config.host_pool: this code path does not support it).')
+                    'rows) (config.distributed.host_pool: this code path does not support it).')
 
   def take(self, indices: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """[len(indices), ...] images: `indices[rows]` read from this block, zeros elsewhere."""

@@ -45,7 +45,7 @@ def query(config: ml_collections.ConfigDict, workdir: str, fresh_start: bool = F
 
   `fresh_start`: as in driver.run.
   """
-  if config.distributed:
+  if config.distributed.enabled:
     raise ConfigError('tod_jax.query runs on one host: a person labels between its rounds, so '
                       'there is no long run to spread over hosts; drop --config.distributed.')
   if config.labels != 'ledger':

@@ -56,7 +56,7 @@ class StepSettings:
     return cls(bool(config.semi), config.tod_loss_form, float(config.tod_weight),
                config.loss_output, config.loss_teacher, float(config.ema_decay),
                bool(config.ema_warmup), int(config.crop_padding), bool(config.flip),
-               int(config.crop_size), float(config.ll4al_weight), float(config.ll4al_margin),
+               int(config.crop_size), float(config.ll4al.weight), float(config.ll4al.margin),
                tuple(dataset.mean), tuple(dataset.std), dataset.ignore_label,
                config.precision.train)
 
@@ -183,7 +183,7 @@ def train_step(state: TrainState, labeled: dict, unlabeled: dict, rng: chex.PRNG
   """One SGD step on CE(labeled) + lambda * TOD(unlabeled) (Eq. 9), then the EMA update (Eq. 6).
 
   With a loss prediction module in the state (LL4AL), its margin ranking loss
-  on the labeled batch is added with weight ll4al_weight.
+  on the labeled batch is added with weight ll4al.weight.
 
   Args:
     state: current train state.
@@ -311,7 +311,7 @@ def train_cycle(state: TrainState, dataset: Dataset, labeled: np.ndarray,
   """Trains `config.num_epochs` epochs over the labeled set, data-parallel over `mesh`.
 
   With a loss prediction module (LL4AL) its gradient into the model is stopped
-  from epoch round(config.ll4al_detach_at * num_epochs) on (LL4AL: 120 of 200).
+  from epoch round(config.ll4al.detach_at * num_epochs) on (LL4AL: 120 of 200).
   Every batch has exactly `config.batch_size` samples (batches.epoch), so the step
   compiles once. A pool that fits (batches.keeps_data_on_device) is put on
   the devices once and each step receives only indices; a larger one is streamed,
@@ -331,7 +331,7 @@ def train_cycle(state: TrainState, dataset: Dataset, labeled: np.ndarray,
   bar = tqdm.trange(config.num_epochs, desc=f'cycle {cycle} ({len(labeled)} labeled)',
                     disable=not config.progress_bar, leave=False, dynamic_ncols=True)
   epoch_metrics, done = {}, 0
-  detach_from = round(config.ll4al_detach_at * config.num_epochs)
+  detach_from = round(config.ll4al.detach_at * config.num_epochs)
   for epoch in bar:
     detach = state.loss_head_params is not None and epoch >= detach_from
     order, unl = batches.epoch(np_rng, labeled, unlabeled, config, dataset.train_images, sharded)

@@ -316,10 +316,10 @@ def unlabeled_probability(vaal: Vaal, state: dict, images: np.ndarray, indices: 
 def from_config(config: ml_collections.ConfigDict, image_shape: tuple[int, ...],
                 mean: tuple[float, ...], std: tuple[float, ...]) -> Vaal:
   """VAAL for images of `image_shape` (H, W, C) with the config's vaal_* settings."""
-  vae = VAE(tuple(image_shape), config.vaal_latent_size, config.vaal_width)
-  return Vaal(vae, Discriminator(config.vaal_discriminator_width), tuple(mean), tuple(std),
-              config.vaal_beta, config.vaal_adversary_weight, config.vaal_learning_rate,
-              config.vaal_vae_steps, config.vaal_discriminator_steps)
+  vae = VAE(tuple(image_shape), config.vaal.latent_size, config.vaal.width)
+  return Vaal(vae, Discriminator(config.vaal.discriminator_width), tuple(mean), tuple(std),
+              config.vaal.beta, config.vaal.adversary_weight, config.vaal.learning_rate,
+              config.vaal.vae_steps, config.vaal.discriminator_steps)
 
 
 def train(vaal: Vaal, state: dict, images: np.ndarray, labeled: np.ndarray,
