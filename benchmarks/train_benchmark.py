@@ -65,8 +65,8 @@ def bench_jax(config, dataset, steps):
   labeled, unlabeled = np.arange(steps * batch), np.arange(steps * batch, dataset.pool_size)
   key, np_rng = jax.random.PRNGKey(1), np.random.default_rng(0)
   # Both calls share one compiled step (train.make_train_step is cached per setting).
-  run = lambda state, labeled: train.train_cycle(state, dataset, labeled, unlabeled, config,
-                                                 np_rng, key, cycle=1)[0]
+  run = lambda state, labeled: train.train_cycle(
+      state, train.CycleInputs(dataset, labeled, unlabeled, np_rng, key, cycle=1), config)[0]
   state, compile_seconds = bench_utils.timed(lambda: run(state, labeled[:batch]))
   _, seconds = bench_utils.timed(lambda: run(state, labeled))
   return compile_seconds, seconds

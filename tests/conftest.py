@@ -72,6 +72,14 @@ def tiny_config():
   return make_tiny_config()
 
 
+@pytest.fixture(autouse=True)
+def _registries_as_found():
+  """Every test leaves the registries of strategies, models and datasets as it found them."""
+  from tod_jax import datasets, models, strategies  # pylint: disable=import-outside-toplevel
+  with strategies.STRATEGIES.scoped(), models.MODELS.scoped(), datasets.DATASETS.scoped():
+    yield
+
+
 @pytest.fixture
 def highest_precision():
   """Float32 matmuls and convolutions on every platform, for tests of math against NumPy or

@@ -45,9 +45,9 @@ def train_once(config, ds, model, variables, mesh):
   """One epoch of 3 steps; returns (state, epoch metrics) as NumPy."""
   state = create_train_state(model, jax.tree.map(jnp.copy, variables), create_optimizer(config),
                              decay_step=lr_decay_step(config, 3))
-  state, metrics = train.train_cycle(state, ds, np.arange(96), np.arange(96, 400), config,
-                                     np.random.default_rng(0), jax.random.PRNGKey(0), cycle=1,
-                                     mesh=mesh)
+  inputs = train.CycleInputs(ds, np.arange(96), np.arange(96, 400), np.random.default_rng(0),
+                             jax.random.PRNGKey(0), cycle=1)
+  state, metrics = train.train_cycle(state, inputs, config, mesh=mesh)
   tree = {'params': state.params, 'ema_params': state.ema_params,
           'batch_stats': state.batch_stats, 'ema_batch_stats': state.ema_batch_stats}
   return jax.tree.map(np.asarray, tree), metrics

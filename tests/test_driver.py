@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import cpu_env, make_tiny_config
-from tod_jax import augment, checkpointing, devices, driver, rundir, tod, train
+from tod_jax import augment, caches, checkpointing, devices, driver, rundir, tod, train
 from tod_jax import cycle as cycle_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,10 +71,10 @@ def test_resume_after_interruption_gives_the_same_labeled_set(uninterrupted, tmp
   workdir = str(tmp_path)
   original = train.train_cycle
 
-  def interrupted_in_cycle_3(*args, cycle, **kwargs):
-    if cycle == 3:
+  def interrupted_in_cycle_3(state, inputs, *args, **kwargs):
+    if inputs.cycle == 3:
       raise KeyboardInterrupt
-    return original(*args, cycle=cycle, **kwargs)
+    return original(state, inputs, *args, **kwargs)
 
   monkeypatch.setattr(train, 'train_cycle', interrupted_in_cycle_3)
   with pytest.raises(KeyboardInterrupt):
@@ -102,15 +102,14 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tiny_config, 
   before = _snapshot(workdir)
   labeled_before = rundir.final_labeled(workdir)
   monkeypatch.setattr(tod, 'supervised_loss', lambda logits, labels, **_: jnp.nan * logits.sum())
-  train._make_step.cache_clear()  # pylint: disable=protected-access  (retrace with the NaN loss)
   tiny_config.num_cycles = 2
-  with pytest.raises(train.NonFiniteLossError, match='cycle 2.*lower --config.learning_rate'):
-    driver.run(tiny_config, workdir)
+  with caches.scoped(), pytest.raises(train.NonFiniteLossError,
+                                      match='cycle 2.*lower --config.learning_rate'):
+    driver.run(tiny_config, workdir)  # Empty caches: the step is traced with the NaN loss.
   after = _snapshot(workdir)
   after.pop('config.json'), before.pop('config.json')  # num_cycles may change on resume.
   assert after == before
   np.testing.assert_array_equal(rundir.final_labeled(workdir), labeled_before)
-  train._make_step.cache_clear()  # pylint: disable=protected-access
 
 
 def test_workdir_of_another_config_is_refused(tiny_config, tmp_path):
@@ -325,12 +324,9 @@ def test_runs_differing_by_seed_or_strategy_share_one_compiled_step(tmp_path, mo
     return original(*args, **kwargs)
 
   monkeypatch.setattr(train, 'train_step', counting_step)
-  train._make_step.cache_clear()  # pylint: disable=protected-access
-  try:
+  with caches.scoped():
     for seed, strategy in ((0, 'cod'), (1, 'random'), (2, 'entropy')):
       config = make_tiny_config()
       config.num_cycles, config.num_epochs, config.seed, config.strategy = 1, 1, seed, strategy
       driver.run(config, str(tmp_path / f'{strategy}_{seed}'))
-  finally:
-    train._make_step.cache_clear()  # pylint: disable=protected-access
   assert len(traced) == 1

@@ -27,8 +27,10 @@ def test_unknown_name_names_the_config_field_and_the_choices():
 
 
 def test_register_strategy_and_model_from_user_code():
-  strategies.register('always_first_test_only')(
-      lambda ctx, budget: strategies.QueryResult(ctx.query_pool[:budget]))
-  assert 'always_first_test_only' in strategies.STRATEGIES
+  with strategies.STRATEGIES.scoped():
+    strategies.register('always_first')(
+        lambda ctx, budget: strategies.QueryResult(ctx.query_pool[:budget]))
+    assert 'always_first' in strategies.STRATEGIES
+  assert 'always_first' not in strategies.STRATEGIES  # Gone once the scope ends.
   with pytest.raises(ValueError, match='already registered'):
     models.register_model('resnet18', lambda **kw: None)

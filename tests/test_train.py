@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tod_jax import augment, datasets, loss_forms, models, tod, train
+from tod_jax import augment, caches, datasets, loss_forms, models, tod, train
 from tod_jax.train_state import create_optimizer, create_train_state, init_variables, lr_decay_step
 
 # Math against NumPy/PyTorch/XLA: float32 on every platform (conftest.highest_precision).
@@ -150,16 +150,15 @@ def test_step_compiles_once_per_run(setup):
     return original(*args, **kwargs)
 
   train.train_step = counting_step
-  train._make_step.cache_clear()  # pylint: disable=protected-access
   try:
-    for steps in (100, 37):  # Two cycles: another state, optimizer state and lr boundary.
-      step = train.make_train_step(config, ds)
-      state = _state(config, model, variables, steps)
-      for i in range(3):
-        state, _ = step(state, labeled, unlabeled, jax.random.PRNGKey(i))
+    with caches.scoped():
+      for steps in (100, 37):  # Two cycles: another state, optimizer state and lr boundary.
+        step = train.make_train_step(config, ds)
+        state = _state(config, model, variables, steps)
+        for i in range(3):
+          state, _ = step(state, labeled, unlabeled, jax.random.PRNGKey(i))
   finally:
     train.train_step = original
-    train._make_step.cache_clear()  # pylint: disable=protected-access
   assert len(traced) == 1
 
 
@@ -194,8 +193,9 @@ def test_train_cycle_calls_on_step_after_every_step(tiny_config):
                                                     True))
   seen = []
   labeled = np.arange(40)  # 2 steps per epoch at batch 32; 2 epochs.
-  train.train_cycle(state, ds, labeled, np.arange(40, 100), tiny_config,
-                    np.random.default_rng(0), jax.random.PRNGKey(0), cycle=1,
+  inputs = train.CycleInputs(ds, labeled, np.arange(40, 100), np.random.default_rng(0),
+                             jax.random.PRNGKey(0), cycle=1)
+  train.train_cycle(state, inputs, tiny_config,
                     on_step=lambda s, done: seen.append((done, int(s.step))))
   assert seen == [(1, 1), (2, 2), (3, 3), (4, 4)]
 
@@ -239,8 +239,9 @@ def test_pool_on_device_and_streamed_batches_train_identically(tiny_config):
   for where in ('always', 'never'):
     tiny_config.data_on_device, tiny_config.num_epochs = where, 1
     state = _state(tiny_config, model, variables)
-    state, metrics = train.train_cycle(state, ds, np.arange(64), np.arange(64, 300), tiny_config,
-                                       np.random.default_rng(0), jax.random.PRNGKey(0), cycle=1)
+    inputs = train.CycleInputs(ds, np.arange(64), np.arange(64, 300), np.random.default_rng(0),
+                               jax.random.PRNGKey(0), cycle=1)
+    state, metrics = train.train_cycle(state, inputs, tiny_config)
     results.append(({'params': state.params, 'ema_params': state.ema_params,
                      'batch_stats': state.batch_stats}, metrics))
   assert int(state.step) == 2

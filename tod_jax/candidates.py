@@ -66,9 +66,9 @@ def train_candidate(config: ml_collections.ConfigDict, dataset: Dataset, labeled
 
   state = create_train_state(model, variables, create_optimizer(config),
                              decay_step=lr_decay_step(config, total))
-  state, metrics = train.train_cycle(
-      state, dataset, labeled, unlabeled, config, np.random.default_rng(config.seed),
-      jax.random.fold_in(key, 1), cycle=1, on_step=snapshots.on_step)
+  inputs = train.CycleInputs(dataset, labeled, unlabeled, np.random.default_rng(config.seed),
+                             jax.random.fold_in(key, 1), cycle=1)
+  state, metrics = train.train_cycle(state, inputs, config, on_step=snapshots.on_step)
   meta = {'config': json.loads(config.to_json()), 'train_loss': metrics['sup_loss'],
           'steps': total, 'steps_per_epoch': per_epoch,
           'baselines': {spec: total - n for spec, n in snapshots.steps_back.items()},

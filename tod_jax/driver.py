@@ -12,8 +12,8 @@ import ml_collections
 from absl import logging
 
 from tod_jax import (batches, checkpointing, configs, cycle, datasets, devices, errors, files,
-                     initializers, label_noise, label_sources, loss_forms, models, precision,
-                     pretrained, rundir, strategies, tod)
+                     initializers, label_noise, label_sources, loss_forms, metric_writers,
+                     models, precision, pretrained, rundir, strategies, tod)
 from tod_jax.dataset import Dataset
 from tod_jax.errors import ConfigError
 
@@ -89,16 +89,13 @@ def _restore_or_start(experiment: cycle.Experiment, checkpointer: checkpointing.
   return state, info
 
 
-def _report(writer: Any, record: cycle.CycleRecord) -> None:
-  """TensorBoard scalars and one log line for a completed cycle."""
+def _report(writer: metric_writers.MetricWriter, record: cycle.CycleRecord) -> None:
+  """The cycle's test metrics to `writer` (at the labeled count) and one log line."""
   line = record.metrics
   accuracy, ema = line['test_accuracy'], line['ema_test_accuracy']
-  if writer is not None:
-    if accuracy is not None:
-      writer.add_scalar('cycle/test_accuracy', accuracy, line['num_labeled'])
-    if 'test_miou' in line:
-      writer.add_scalar('cycle/test_miou', line['test_miou'], line['num_labeled'])
-    writer.flush()
+  scalars = {f'cycle/{name}': line[name] for name in ('test_accuracy', 'test_miou')
+             if line.get(name) is not None}
+  writer.write_scalars(line['num_labeled'], scalars)
   text = lambda a: 'n/a (no test set)' if a is None else f'{a:.4f}'
   miou = f", mIoU {line['test_miou']:.4f}" if 'test_miou' in line else ''
   logging.info('cycle %d: %d labeled, test accuracy %s (EMA %s)%s, train %.1fs, query %.2fs',
@@ -169,8 +166,8 @@ def _run_cycles(experiment: cycle.Experiment, checkpointer: checkpointing.Checkp
   config = experiment.config
   logging.info('Mesh: %d %s device(s), data parallel.', experiment.mesh.size,
                experiment.mesh.devices.flat[0].platform)
-  writer = rundir.tensorboard_writer(workdir, config)
-  kept = state.cycle
+  writer = rundir.metric_writer(workdir, config)
+  saved_cycle = state.cycle
   try:
     for number in source.cycles(state.cycle + 1, config.num_cycles):
       labeled, train_labels = source.labeled_set(state.labeled)
@@ -178,15 +175,14 @@ def _run_cycles(experiment: cycle.Experiment, checkpointer: checkpointing.Checkp
           experiment, state.replace(labeled=labeled),
           dataclasses.replace(dataset, train_labels=train_labels), writer=writer)
       info = rundir.save(checkpointer, state, record)  # Every process.
-      kept = state.cycle
+      saved_cycle = state.cycle
       if rundir.is_writer():
         source.record_query(number, info)
       rundir.write_metrics(workdir, state.records)
       _report(writer, record)
   except KeyboardInterrupt as e:
-    raise errors.Interrupted(rundir.kept_cycle_message(workdir, kept)) from e
+    raise errors.Interrupted(rundir.kept_cycle_message(workdir, saved_cycle)) from e
   finally:
-    if writer is not None:
-      writer.close()
+    writer.close()
   return list(state.records)
 

@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tod_jax import caches
 from tod_jax import conv as conv_lib
 from tod_jax import drn
 from tod_jax.errors import ConfigError
@@ -167,7 +168,7 @@ def create_model(name: str, num_classes: int, dropout_rate: float = 0.0,
   return _create_model(MODELS.get(name), num_classes, float(dropout_rate), jnp.dtype(dtype))
 
 
-@functools.lru_cache(maxsize=64)
+@caches.memoize
 def _create_model(factory: Callable[..., nn.Module], num_classes: int, dropout_rate: float,
                   dtype: Any) -> nn.Module:
   return factory(num_classes=num_classes, dropout_rate=dropout_rate, dtype=dtype)
@@ -181,7 +182,7 @@ HOW_TO_SOW = {
 }
 
 
-@functools.lru_cache(maxsize=64)
+@caches.memoize
 def sown_names(model: nn.Module, image_shape: tuple[int, ...]) -> frozenset[str]:
   """Names `model` sows into 'intermediates' on one image of `image_shape` (traced, not run)."""
   init = functools.partial(model.init, train=False, mutable=True)

@@ -4,6 +4,7 @@ A name can be registered once: a second registration is refused, so a plug-in
 cannot silently replace a built-in part.
 """
 
+import contextlib
 from typing import Generic, Iterator, TypeVar
 
 from tod_jax.errors import ConfigError
@@ -24,6 +25,15 @@ class Registry(Generic[T]):
                        'under another name.')
     self._entries[name] = value
     return value
+
+  @contextlib.contextmanager
+  def scoped(self) -> Iterator[None]:
+    """Whatever is registered inside is gone outside (tests leave the registry as found)."""
+    entries = dict(self._entries)
+    try:
+      yield
+    finally:
+      self._entries = entries
 
   def get(self, name: str) -> T:
     if name not in self._entries:

@@ -11,13 +11,14 @@ through this module. Only process 0 writes files (multi-host runs).
 
 import json
 import os
-from typing import Any, Optional
+from typing import Optional
 
 import jax
 import ml_collections
 import numpy as np
 
-from tod_jax import checkpointing, configs, devices, files, precision, sharded_map
+from tod_jax import (checkpointing, configs, devices, files, metric_writers, precision,
+                     sharded_map)
 from tod_jax.cycle import CycleRecord, CycleState, Experiment
 from tod_jax.errors import ConfigError, MissingFileError
 
@@ -200,9 +201,9 @@ def final_labeled(workdir: str) -> Optional[np.ndarray]:
     checkpointer.close()
 
 
-def tensorboard_writer(workdir: str, config: ml_collections.ConfigDict) -> Any:
-  """A tensorboardX SummaryWriter under workdir/tensorboard on process 0, else None."""
+def metric_writer(workdir: str, config: ml_collections.ConfigDict
+                  ) -> metric_writers.MetricWriter:
+  """TensorBoard events under workdir/tensorboard on process 0 (config.tensorboard), else none."""
   if not (config.tensorboard and is_writer()):
-    return None
-  import tensorboardX  # pylint: disable=import-outside-toplevel
-  return tensorboardX.SummaryWriter(os.path.join(workdir, 'tensorboard'))
+    return metric_writers.NullWriter()
+  return metric_writers.TensorBoardWriter(os.path.join(workdir, 'tensorboard'))

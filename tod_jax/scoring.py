@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from tod_jax import augment, badge, loss_prediction, metrics, precision, tod, uncertainty
+from tod_jax import (augment, badge, caches, loss_prediction, metrics, precision, tod,
+                     uncertainty)
 from tod_jax.sharded_map import PoolMapper, make_mesh
 
 
@@ -225,7 +226,7 @@ class Scorer:
     return per_sample.astype(np.int64).sum(0)
 
 
-@functools.lru_cache(maxsize=16)
+@caches.memoize
 def shared_scorer(model: nn.Module, mean: tuple, std: tuple, output: str, chunk_size: int,
                   mesh: Mesh, score_precision: str = precision.DEFAULTS['score'],
                   evaluate_precision: str = precision.DEFAULTS['evaluate']) -> Scorer:
