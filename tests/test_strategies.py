@@ -21,6 +21,7 @@ class TableScorer:
 
   def __init__(self, table):
     self.table = np.asarray(table, np.float32)
+    self.mesh = None  # The default mesh: every device.
 
   def logits(self, variables, images, indices):
     return self.table[indices]
@@ -75,7 +76,7 @@ def test_k_center_greedy_picks_the_farthest_point_first():
   centers = np.array([[0.0], [10.0]])
   points = np.array([[1.0], [5.0], [3.0], [6.0], [9.5]])
   # Nearest-center distances 1, 5, 3, 4, 0.5: pick 5.0. Then 3.0 (min(3, 2) = 2 vs 1, 1, 0.5).
-  for chunk in (1, 3, 1024):  # Centers one at a time, padded, or all at once.
+  for chunk in (1, 3, 1024):  # Candidates one at a time, padded chunks, or all at once.
     picks, distances = coreset.k_center_greedy(points, centers, 2, chunk)
     np.testing.assert_array_equal(picks, [1, 2])
     np.testing.assert_allclose(distances, [1.0, 5.0, 3.0, 4.0, 0.5])

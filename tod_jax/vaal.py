@@ -30,9 +30,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
-from tod_jax import batches
+from tod_jax import batches, caches
 from tod_jax.augment import normalize
+from tod_jax.sharded_map import PoolMapper, make_mesh
 
 BN_MOMENTUM = 0.9  # PyTorch's BatchNorm default (0.1 there), as in VAAL's code.
 
@@ -289,28 +291,28 @@ def train_step(vaal: Vaal, state: dict, labeled: chex.Array, unlabeled: chex.Arr
   return state, {'vae_loss': vae_loss_value, 'discriminator_loss': disc_loss_value}
 
 
-@functools.partial(jax.jit, static_argnums=0)
 def _unlabeled_probability(vaal: Vaal, state: dict, images: chex.Array) -> chex.Array:
   mu, _ = vaal.vae.apply(state['vae'], normalize(images, vaal.mean, vaal.std),
                          method=VAE.encode)
   return jax.nn.sigmoid(-vaal.discriminator.apply(state['discriminator'], mu))
 
 
+@caches.memoize
+def _prober(vaal: Vaal, chunk: int, mesh: Mesh, level: Optional[str]) -> PoolMapper:
+  """One pool mapper per setting: every cycle of a run scores with one compiled function."""
+  return PoolMapper(functools.partial(_unlabeled_probability, vaal), chunk, mesh, level)
+
+
 def unlabeled_probability(vaal: Vaal, state: dict, images: np.ndarray, indices: np.ndarray,
-                          chunk: int) -> np.ndarray:
+                          chunk: int, mesh: Optional[Mesh] = None,
+                          level: Optional[str] = None) -> np.ndarray:
   """1 - D(mu) per index: the discriminator's probability of "unlabeled" ([n] float32).
 
-  Networks in inference mode (BatchNorm running statistics); `chunk` images per call,
-  the last chunk padded so every call has one compiled shape.
+  Networks in inference mode (BatchNorm running statistics), over the pool in sharded
+  chunks of `chunk` images (sharded_map.PoolMapper) at precision `level`.
   """
-  indices = np.asarray(indices)
-  chunk = max(1, min(chunk, len(indices)))
-  out = []
-  for start in range(0, len(indices), chunk):
-    block = indices[start:start + chunk]
-    padded = np.concatenate([block, np.repeat(block[:1], chunk - len(block))])
-    out.append(np.asarray(_unlabeled_probability(vaal, state, images[padded]))[:len(block)])
-  return np.concatenate(out) if out else np.zeros((0,), np.float32)
+  return _prober(vaal, chunk, mesh if mesh is not None else make_mesh(), level)(
+      state, images, np.asarray(indices))
 
 
 def from_config(config: ml_collections.ConfigDict, image_shape: tuple[int, ...],

@@ -56,8 +56,8 @@ def query(ctx: 'strategies.QueryContext', budget: int) -> 'strategies.QueryResul
     state, _ = vaal_lib.train(vaal, state, dataset.train_images, ctx.labeled, unlabeled,
                               num_iterations(config, len(ctx.labeled)), config.vaal.batch_size,
                               np.random.default_rng(batch_seed), jax.random.PRNGKey(train_seed))
-  with jax.default_matmul_precision(config.precision.score):
-    scores = vaal_lib.unlabeled_probability(vaal, state, dataset.train_images, ctx.query_pool,
-                                            config.score_chunk_size)
+  scores = vaal_lib.unlabeled_probability(vaal, state, dataset.train_images, ctx.query_pool,
+                                          config.score_chunk_size, ctx.scorer.mesh,
+                                          config.precision.score)
   return strategies.ranked(ctx, scores, budget,
                            strategy_state={**ctx.strategy_state, KEY: vaal.to_arrays(state)})
