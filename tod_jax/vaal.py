@@ -63,7 +63,7 @@ class UpConv(nn.Module):
   """nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding='SAME', use_bias=False), same
   kernel [4, 4, in, out] and outputs, computed as four 2x2 convs, one per output phase.
 
-  XLA's CPU gradient of a transposed conv (an input-dilated conv) is ~10x slower than
+  XLA's CPU gradient of a transposed conv (an input-dilated conv) is far slower than
   these plain convs; on accelerators both are fast. Output (2m + a, 2n + b) sums inputs
   (m - 1 + a .. m + a) x (n - 1 + b .. n + b) weighted by kernel[a::2, b::2].
   """
@@ -282,7 +282,7 @@ def train_step(vaal: Vaal, state: dict, labeled: chex.Array, unlabeled: chex.Arr
   # One forward over both batches: BatchNorm sees labeled and unlabeled together.
   x = normalize(jnp.concatenate([labeled, unlabeled]), vaal.mean, vaal.std)
   n, vae_loss_value, disc_loss_value = labeled.shape[0], 0.0, 0.0
-  # Unrolled: inside a lax.fori_loop the same updates ran ~20x slower on XLA's CPU backend.
+  # Unrolled: inside a lax.fori_loop XLA's CPU backend ran the same updates far slower.
   for i in range(vaal.vae_steps):
     state, vae_loss_value = vae_update(vaal, state, x, n, jax.random.fold_in(key, i))
   for i in range(vaal.discriminator_steps):
