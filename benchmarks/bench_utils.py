@@ -18,13 +18,14 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 from ml_collections import config_flags
+from tod_jax.dataset import Dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 for _path in (ROOT, os.path.dirname(os.path.abspath(__file__))):
   if _path not in sys.path:
     sys.path.insert(0, _path)
 
-from tod_jax import input_pipeline  # noqa: E402  pylint: disable=g-import-not-at-top
+
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 TORCH_VERSION = 'torch==2.13.0'  # The `bench` extra in setup.cfg.
@@ -121,12 +122,12 @@ def torch_impl(torch, suffix: str = '') -> str:
 
 
 def synthetic_cifar(num_train: int, num_test: int = 0, seed: int = 0
-                    ) -> input_pipeline.Dataset:
+                    ) -> Dataset:
   """Random uint8 32x32x3 images with 10 random labels and CIFAR-10's mean/std (no download)."""
   rng = np.random.default_rng(seed)
   images = lambda n: rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
   labels = lambda n: rng.integers(0, 10, n).astype(np.int32)
-  return input_pipeline.Dataset('synthetic_cifar10', images(num_train), labels(num_train),
+  return Dataset('synthetic_cifar10', images(num_train), labels(num_train),
                                 images(num_test), labels(num_test), 10, CIFAR_MEAN, CIFAR_STD)
 
 

@@ -38,8 +38,9 @@ from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_utils  # noqa: E402  pylint: disable=g-import-not-at-top
-from tod_jax import checkpointing, input_pipeline, ranking, rundir, train  # noqa: E402
+from tod_jax import batches, checkpointing, datasets, ranking, rundir  # noqa: E402
 from tod_jax import cycle as cycle_lib  # noqa: E402
+from tod_jax.dataset import Dataset  # noqa: E402
 
 CIFAR10_POOL, CIFAR10_TEST = 50_000, 10_000
 
@@ -69,11 +70,11 @@ def parse_flags(argv):
   return fv, config
 
 
-def load(fv, config) -> input_pipeline.Dataset:
+def load(fv, config) -> Dataset:
   if fv.synthetic_cifar:
     num_test = (round(fv.fraction * CIFAR10_TEST) if fv.fraction else fv.synthetic_cifar // 5)
     return bench_utils.synthetic_cifar(fv.synthetic_cifar, num_test, config.seed)
-  return input_pipeline.load_dataset(config)
+  return datasets.load_dataset(config)
 
 
 def run_cycles(config, dataset, num_cycles, workdir):
@@ -88,7 +89,7 @@ def run_cycles(config, dataset, num_cycles, workdir):
   try:
     for _ in range(num_cycles):
       num_labeled = len(state.labeled)
-      n_steps = config.num_epochs * train.steps_per_epoch(num_labeled, config.batch_size)
+      n_steps = config.num_epochs * batches.steps_per_epoch(num_labeled, config.batch_size)
       candidates = min(dataset.pool_size - num_labeled, config.pool_subset or dataset.pool_size)
       state, record = cycle_lib.run_cycle(experiment, state, dataset)
       line = record.metrics
@@ -136,14 +137,14 @@ def protocol_estimate(config, rates: dict, pool: int, test: int, epochs: int) ->
   steps = scored = 0
   for cycle in range(config.num_cycles):
     labeled = initial + cycle * budget
-    n = epochs * train.steps_per_epoch(labeled, config.batch_size)
+    n = epochs * batches.steps_per_epoch(labeled, config.batch_size)
     candidates = pool - labeled
     if config.pool_subset:
       candidates = min(candidates, config.pool_subset)
     # COD with kept outputs runs two passes in cycle 1 only (w_0 has no kept outputs); the
     # rates of a later cycle are for one.
     passes = 2 if (cycle == 0 and rates['cycle'] > 1 and config.strategy == 'cod'
-                   and config.keep_outputs) else 1
+                   and config.kept_outputs.enabled) else 1
     steps, scored = steps + n, scored + candidates
     train_s += n * rates['train_step_seconds']
     score_s += passes * padded(candidates, rates['chunk']) * rates['score_seconds_per_image']

@@ -1,5 +1,5 @@
 """Peak host memory per process: one process, two processes each holding the whole pool,
-and two processes each holding its block of the pool (config.host_pool).
+and two processes each holding its block of the pool (config.distributed.host_pool).
 
 Every process runs one cycle of a CIFAR-10-shaped run (the small CNN, 1 epoch, 1 % labeled,
 COD over a 2,000-image pool subset) on TFDS's mock CIFAR-10 (`tfds.testing.mock_data`:
@@ -31,7 +31,7 @@ def worker(args) -> None:
   """One process of a setting: the run, then its peak RSS as a JSON line."""
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   from configs import cifar10  # pylint: disable=import-outside-toplevel
-  from tod_jax import devices, driver  # pylint: disable=import-outside-toplevel
+  from tod_jax import driver  # pylint: disable=import-outside-toplevel
   config = cifar10.get_config()
   config.update(model='small_cnn', num_cycles=1, num_epochs=1, batch_size=32,
                 unlabeled_batch_size=32, initial_fraction=0.01, budget_fraction=0.01,
@@ -40,7 +40,7 @@ def worker(args) -> None:
   if args.processes > 1:
     config.update(distributed=True, coordinator_address=f'localhost:{args.port}',
                   num_processes=args.processes, process_id=args.process_id)
-  devices.setup_devices(config)
+  driver.setup_devices(config)
   with tfds.testing.mock_data(num_examples=args.examples):
     records = driver.run(config, args.workdir)
   print(json.dumps({'process_id': args.process_id, 'cycles': len(records),

@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_utils  # noqa: E402  pylint: disable=g-import-not-at-top
 from configs import digits  # noqa: E402  pylint: disable=g-import-not-at-top
-from tod_jax import cycle, initializers, input_pipeline, models  # noqa: E402
+from tod_jax import augment, cycle, datasets, initializers, models  # noqa: E402
 
 
 def flatness(logits: np.ndarray) -> dict:
@@ -44,8 +44,8 @@ def main(argv=None) -> list[dict]:
   args = parser.parse_args(argv)
   seeds = [int(s) for s in args.seeds.split(',')]
   config = digits.get_config()
-  dataset = input_pipeline.load_dataset(config)
-  images = np.asarray(input_pipeline.normalize(dataset.train_images, dataset.mean, dataset.std))
+  dataset = datasets.load_dataset(config)
+  images = np.asarray(augment.normalize(dataset.train_images, dataset.mean, dataset.std))
   model = models.create_model(config.model, dataset.num_classes)
   records, per_init = [], {}
 

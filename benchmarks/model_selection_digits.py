@@ -22,7 +22,7 @@ from absl import app, flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import digits  # pylint: disable=g-import-not-at-top,wrong-import-position
-from tod_jax import candidates, input_pipeline, model_selection  # noqa: E402
+from tod_jax import candidates, datasets, model_selection  # noqa: E402
 
 flags.DEFINE_string('workdir', 'runs/model_selection_digits', 'Candidates and tables.md.')
 flags.DEFINE_enum('pool', 'seeds', ['seeds', 'seeds_subsets', 'mixed'], 'Candidate pool.')
@@ -95,7 +95,7 @@ def main(argv):
   config = digits.get_config()
   config.progress_bar = False
   config.tensorboard = False
-  dataset = input_pipeline.load_dataset(config)
+  dataset = datasets.load_dataset(config)
   variants = pool_variants(FLAGS.pool, dataset.pool_size,
                            int(round(FLAGS.labeled_fraction * dataset.pool_size)))
   root = os.path.join(FLAGS.workdir, FLAGS.pool)

@@ -72,7 +72,7 @@ How the reference is run (in this process only):
   mean/std; test and scoring images are only normalised.
 
 tod_jax runs with the digits config as is (override with --config.<field>=...; the devices
-and kernels are those a run of that config gets, devices.setup_devices): its
+and kernels are those a run of that config gets, driver.setup_devices): its
 defaults follow the reference (cod_first_cycle='lowest', against the network's own initial
 weights rather than a separately initialised one; tod_loss_form='reference'). Its --workdir
 subdirectories must be new: an existing run there would be resumed, not timed.
@@ -96,8 +96,9 @@ from absl import flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_utils  # noqa: E402  pylint: disable=g-import-not-at-top
-from tod_jax import devices, driver, input_pipeline  # noqa: E402
+from tod_jax import datasets, driver  # noqa: E402
 from tod_jax import cycle as cycle_lib  # noqa: E402
+from tod_jax.dataset import Dataset
 
 IMPLS, STRATEGIES = ('tod_jax', 'reference'), ('cod', 'random')
 SAMPLING = {'cod': 'TOD', 'random': 'RANDOM'}
@@ -156,7 +157,7 @@ def reference_missing(reference_dir: str) -> Optional[str]:
 
 
 def run_tod_jax(config: Any, strategy: str, seed: int, workdir: str,
-                dataset: Optional[input_pipeline.Dataset] = None) -> tuple[list[dict], float]:
+                dataset: Optional[Dataset] = None) -> tuple[list[dict], float]:
   """(per-cycle records, wall seconds) of tod_jax.driver.run in a new `workdir` (on `dataset`,
   else config.dataset)."""
   if os.path.isdir(workdir) and os.listdir(workdir):
@@ -253,7 +254,7 @@ def digits_dataset_class(torch):
   return Digits
 
 
-def reference_data(torch, config: Any, dataset: input_pipeline.Dataset) -> dict:
+def reference_data(torch, config: Any, dataset: Dataset) -> dict:
   """{'train', 'unlabeled', 'test'} Datasets: train transform, test transform on the pool, test."""
   digits = digits_dataset_class(torch)
   pool = (dataset.train_images, dataset.train_labels, dataset.mean, dataset.std)
@@ -460,7 +461,7 @@ def read_run_lines(paths: list[str]) -> list[dict]:
 def main(argv: Optional[list[str]] = None) -> list[dict]:
   """Runs every (seed, strategy, implementation); returns the JSON lines printed."""
   fv, config = parse_flags(argv)
-  devices.setup_devices(config)  # A run's CPU split and kernels (before JAX starts, if it has not).
+  driver.setup_devices(config)  # A run's CPU split and kernels (before JAX starts, if it has not).
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
   lines, out = [], open(fv.out, 'w') if fv.out else None  # pylint: disable=consider-using-with
 
@@ -501,7 +502,7 @@ def run_all(fv: flags.FlagValues, config: Any, workdir: str, emit) -> None:
     ref, torch = import_reference(fv.reference_dir)
     if fv.torch_threads:
       torch.set_num_threads(fv.torch_threads)
-    data = reference_data(torch, config, synthetic or input_pipeline.load_digits())
+    data = reference_data(torch, config, synthetic or datasets.load_digits())
   for seed in (int(s) for s in fv.seeds):
     for strategy in fv.strategies:
       for semi in (True, False) if fv.ablation else (bool(config.semi),):

@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_utils  # noqa: E402  pylint: disable=g-import-not-at-top
-from tod_jax import devices, kept_outputs, models, precision, scoring  # noqa: E402
+from tod_jax import devices, driver, kept_outputs, models, precision, scoring  # noqa: E402
 from tod_jax.train_state import init_variables  # noqa: E402
 
 KEPT, TWO_PASS = 'tod_jax_kept_outputs', 'tod_jax_two_pass'
@@ -124,9 +124,9 @@ def main(argv=None):
   if args.smoke:
     args.pools, args.chunks, args.repeats, args.model = [16, 24], [8], 1, 'small_cnn'
   # The CPU split and kernels a user's run of this model gets (before JAX starts its backend).
-  devices.setup_devices(ml_collections.ConfigDict(dict(
+  driver.setup_devices(ml_collections.ConfigDict(dict(
       model=args.model, num_cpu_devices=args.num_cpu_devices, batch_size=min(args.chunks),
-      unlabeled_batch_size=min(args.chunks), semi=False, distributed=False,
+      unlabeled_batch_size=min(args.chunks), semi=False, distributed=dict(enabled=False),
       cpu_convolutions=args.cpu_convolutions, deterministic=bool(args.deterministic))))
   images = np.random.default_rng(0).integers(0, 256, (max(args.pools), 32, 32, 3),
                                              dtype=np.uint8)

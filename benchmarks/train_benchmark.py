@@ -32,7 +32,7 @@ from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_utils  # noqa: E402  pylint: disable=g-import-not-at-top
-from tod_jax import devices, loss_forms, models, train  # noqa: E402
+from tod_jax import driver, loss_forms, models, train  # noqa: E402
 from tod_jax.train_state import create_optimizer, create_train_state, init_variables  # noqa: E402
 
 
@@ -65,8 +65,8 @@ def bench_jax(config, dataset, steps):
   labeled, unlabeled = np.arange(steps * batch), np.arange(steps * batch, dataset.pool_size)
   key, np_rng = jax.random.PRNGKey(1), np.random.default_rng(0)
   # Both calls share one compiled step (train.make_train_step is cached per setting).
-  run = lambda state, labeled: train.train_cycle(state, dataset, labeled, unlabeled, config,
-                                                 np_rng, key, cycle=1)[0]
+  run = lambda state, labeled: train.train_cycle(
+      state, train.CycleInputs(dataset, labeled, unlabeled, np_rng, key, cycle=1), config)[0]
   state, compile_seconds = bench_utils.timed(lambda: run(state, labeled[:batch]))
   _, seconds = bench_utils.timed(lambda: run(state, labeled))
   return compile_seconds, seconds
@@ -164,7 +164,7 @@ def bench_torch(config, dataset, steps):
 
 def main(argv=None):
   fv, config = parse_flags(argv, 'train_benchmark')
-  devices.setup_devices(config)  # The CPU split a user's run gets (num_cpu_devices=-1: auto).
+  driver.setup_devices(config)  # The CPU split a user's run gets (num_cpu_devices=-1: auto).
   dataset = bench_utils.synthetic_cifar(fv.steps * (config.batch_size +
                                                      config.unlabeled_batch_size))
   common = {'model': config.model, 'tod_loss_form': config.tod_loss_form,

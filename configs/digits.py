@@ -18,5 +18,5 @@ def get_config():
   config.batch_size = 32
   config.unlabeled_batch_size = 32
   config.score_chunk_size = 512
-  config.vaal_width = 32  # VAAL's VAE at a quarter of its CIFAR width for 8x8 images on a CPU.
+  config.vaal.width = 32  # VAAL's VAE at a quarter of its CIFAR width for 8x8 images on a CPU.
   return config

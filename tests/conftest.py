@@ -34,8 +34,8 @@ def make_tiny_config():
   config.progress_bar = False
   config.tensorboard = False
   # Strategy 'vaal': tiny networks and batches.
-  config.vaal_width, config.vaal_latent_size, config.vaal_discriminator_width = 4, 8, 16
-  config.vaal_batch_size = 16
+  config.vaal.width, config.vaal.latent_size, config.vaal.discriminator_width = 4, 8, 16
+  config.vaal.batch_size = 16
   return config
 
 
@@ -70,6 +70,14 @@ _run_xla_flags()
 @pytest.fixture
 def tiny_config():
   return make_tiny_config()
+
+
+@pytest.fixture(autouse=True)
+def _registries_as_found():
+  """Every test leaves the registries of strategies, models and datasets as it found them."""
+  from tod_jax import datasets, models, strategies  # pylint: disable=import-outside-toplevel
+  with strategies.STRATEGIES.scoped(), models.MODELS.scoped(), datasets.DATASETS.scoped():
+    yield
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ Exits non-zero with a message if any check fails.
 import jax
 import numpy as np
 
-from tod_jax import badge, input_pipeline, models, scoring, uncertainty
+from tod_jax import badge, datasets, models, scoring, uncertainty
 from tod_jax.sharded_map import make_mesh
 from tod_jax.train_state import init_variables
 
@@ -18,7 +18,7 @@ def main():
   devices = jax.devices()
   assert len(devices) == 8, f'expected 8 devices, got {len(devices)}'
   print(f'devices={len(devices)}')
-  ds = input_pipeline.load_digits()
+  ds = datasets.load_digits()
   model = models.create_model('small_cnn', 10)
   a = init_variables(model, jax.random.PRNGKey(0), ds.image_shape)
   b = init_variables(model, jax.random.PRNGKey(1), ds.image_shape)

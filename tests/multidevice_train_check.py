@@ -14,7 +14,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import digits  # pylint: disable=wrong-import-position
-from tod_jax import input_pipeline, loss_forms, models, train  # pylint: disable=wrong-import-position
+from tod_jax import (augment, batches, datasets, loss_forms, models, train)  # pylint: disable=wrong-import-position
 from tod_jax.sharded_map import DATA_AXIS, make_mesh  # pylint: disable=wrong-import-position
 from tod_jax.train_state import create_optimizer, create_train_state, init_variables, lr_decay_step  # pylint: disable=wrong-import-position
 
@@ -34,7 +34,7 @@ def check_augmentation_is_sharding_invariant(ds, devices):
   outputs = []
   for mesh in (make_mesh(devices), make_mesh(devices[:1])):
     sharded = NamedSharding(mesh, P(DATA_AXIS))
-    fn = jax.jit(lambda k, x: input_pipeline.augment(k, x, 1, True),
+    fn = jax.jit(lambda k, x: augment.augment(k, x, 1, True),
                  in_shardings=(NamedSharding(mesh, P()), sharded), out_shardings=sharded)
     outputs.append(np.asarray(fn(key, images)))
   np.testing.assert_array_equal(outputs[0], outputs[1])
@@ -45,22 +45,22 @@ def train_once(config, ds, model, variables, mesh):
   """One epoch of 3 steps; returns (state, epoch metrics) as NumPy."""
   state = create_train_state(model, jax.tree.map(jnp.copy, variables), create_optimizer(config),
                              decay_step=lr_decay_step(config, 3))
-  state, metrics = train.train_cycle(state, ds, np.arange(96), np.arange(96, 400), config,
-                                     np.random.default_rng(0), jax.random.PRNGKey(0), cycle=1,
-                                     mesh=mesh)
+  inputs = train.CycleInputs(ds, np.arange(96), np.arange(96, 400), np.random.default_rng(0),
+                             jax.random.PRNGKey(0), cycle=1)
+  state, metrics = train.train_cycle(state, inputs, config, mesh=mesh)
   tree = {'params': state.params, 'ema_params': state.ema_params,
           'batch_stats': state.batch_stats, 'ema_batch_stats': state.ema_batch_stats}
   return jax.tree.map(np.asarray, tree), metrics
 
 
 def check_training(devices):
-  ds = input_pipeline.load_digits()
+  ds = datasets.load_digits()
   check_augmentation_is_sharding_invariant(ds, devices)
   model = models.create_model('small_cnn', 10)
   config = tiny_config()
   variables = init_variables(model, jax.random.PRNGKey(0), ds.image_shape,
                              loss_forms.uses_consistency_head(config))
-  assert input_pipeline.keeps_data_on_device(config, ds)
+  assert batches.keeps_data_on_device(config, ds)
   # 8 devices, pool on the devices vs one device, streamed batches (test_train.py
   # checks both pipelines on one device, so this covers every combination).
   eight, m8 = train_once(config, ds, model, variables, make_mesh(devices))

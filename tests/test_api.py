@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from tod_jax import input_pipeline
+from tod_jax.dataset import Dataset
 from tod_jax.errors import DataError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,12 +49,12 @@ def test_readme_example_runs_two_cycles_and_resumes(tmp_path, capsys):
 ])
 def test_from_arrays_refuses_bad_arrays_with_the_fix(images, labels, message):
   with pytest.raises(DataError, match=message):
-    input_pipeline.Dataset.from_arrays(images, labels, images[:0], labels[:0])
+    Dataset.from_arrays(images, labels, images[:0], labels[:0])
 
 
 def test_from_arrays_measures_mean_and_std_and_counts_classes():
   images = np.stack([np.full((2, 2), 0, np.uint8), np.full((2, 2), 255, np.uint8)])
-  ds = input_pipeline.Dataset.from_arrays(images, np.array([0, 2]), images, np.array([1, 0]))
+  ds = Dataset.from_arrays(images, np.array([0, 2]), images, np.array([1, 0]))
   assert ds.image_shape == (2, 2, 1) and ds.num_classes == 3 and ds.pool_size == 2
   assert ds.mean == pytest.approx((0.5,)) and ds.std == pytest.approx((0.5,))
   assert ds.train_labels.dtype == np.int32

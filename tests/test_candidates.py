@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from tod_jax import candidates, input_pipeline, loss_forms, models
+from tod_jax import candidates, datasets, loss_forms, models
 from tod_jax.errors import UserError
 from tod_jax.train_state import init_variables
 
@@ -24,7 +24,7 @@ def test_parse_interval():
 def saved(tmp_path_factory):
   from conftest import make_tiny_config  # pylint: disable=import-outside-toplevel
   config = make_tiny_config()  # 2 epochs, batch 32: 64 labeled -> 2 steps/epoch, 4 steps.
-  ds = input_pipeline.load_digits()
+  ds = datasets.load_digits()
   directory = str(tmp_path_factory.mktemp('cand'))
   meta = candidates.train_candidate(config, ds, np.arange(64), directory,
                                     ('1step', '1epoch', '2epochs'))
@@ -63,7 +63,7 @@ def test_train_pool_keeps_saved_candidates(saved, tmp_path):
 
 
 def test_errors(tiny_config, tmp_path):
-  ds = input_pipeline.load_digits()
+  ds = datasets.load_digits()
   with pytest.raises(ValueError, match='exceed the 4 training steps'):
     candidates.train_candidate(tiny_config, ds, np.arange(64), str(tmp_path), ('3epochs',))
   with pytest.raises(ValueError, match='semi needs unlabeled samples'):

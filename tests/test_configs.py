@@ -2,12 +2,15 @@
 
 import glob
 import importlib
+import json
 import os
 
 import ml_collections
 import pytest
 
-from tod_jax import driver, input_pipeline
+from configs import digits
+from tod_jax import configs, datasets, driver, rundir
+from tod_jax.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, 'configs', '*.py')))
@@ -29,7 +32,7 @@ def test_config_loads_and_validates(path):
   config = _load(path)
   assert isinstance(config, ml_collections.ConfigDict)
   driver.validate_config(config)
-  assert config.dataset in input_pipeline.DATASETS
+  assert config.dataset in datasets.DATASETS
   # Table VIII: every dataset starts at 10%, adds 5% a cycle, 7 cycles, alpha/lambda
   # (the CPU-sized synthetic_seg runs 3 cycles).
   cycles = 3 if path.endswith('synthetic_seg.py') else 7
@@ -51,3 +54,41 @@ def test_table_viii_per_dataset_values():
   c = by_name['cityscapes']
   assert (c.optimizer, c.learning_rate, c.num_epochs, c.batch_size) == ('adam', 5e-4, 40, 4)
   assert (c.model, c.crop_size, c.flip, c.dataset) == ('drn_d_22', 688, True, 'cityscapes')
+
+
+def test_resume_tables_name_fields_of_the_defaults():
+  """rundir's hand-kept tables against tod_jax/configs/default.py: every name in them is a
+  field (or group) of today's config."""
+  known = configs.known_fields()
+  assert rundir.RESUMABLE_CHANGES <= known, rundir.RESUMABLE_CHANGES - known
+  assert set(rundir.ADDED_FIELDS) <= known, set(rundir.ADDED_FIELDS) - known
+  assert set(configs.RENAMED_FIELDS.values()) <= known
+  assert not set(configs.RENAMED_FIELDS) & (known - {'distributed'})  # Old names only.
+
+
+def _old_layout(config) -> dict:
+  """config.json as runs wrote it before the config groups: every field flat, old names."""
+  old_names = {new: old for old, new in configs.RENAMED_FIELDS.items()}
+  return {old_names.get(path, path): value
+          for path, value in configs.flatten(json.loads(config.to_json())).items()
+          if not path.startswith('precision.')}  # Added later, as a group.
+
+
+def test_a_run_saved_before_the_groups_resumes_and_names_differences_by_path(tmp_path):
+  config = digits.get_config()
+  old = _old_layout(config)
+  assert old['vaal_width'] == 32 and old['distributed'] is False and old['keep_outputs']
+  (tmp_path / rundir.CONFIG).write_text(json.dumps(old))
+  rundir.check_config(str(tmp_path), config)  # Resumable: the same run under today's names.
+  assert rundir.saved_config(str(tmp_path)).vaal.width == 32
+  config.vaal.width, config.distributed.timeout = 16, 5  # The second may change on resume.
+  with pytest.raises(rundir.ConfigMismatchError, match=r'\(vaal\.width: 32 there, 16 now\)'):
+    rundir.check_config(str(tmp_path), config)
+
+
+def test_old_names_are_refused_with_the_new_one():
+  config = digits.get_config()
+  config.vaal_width, config.keep_outputs = 4, False  # A config file from before the groups.
+  with pytest.raises(ConfigError, match=r"'keep_outputs' \(now 'kept_outputs.enabled'\), "
+                                        r"'vaal_width' \(now 'vaal.width'\)"):
+    configs.check_fields(config)

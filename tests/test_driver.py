@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import cpu_env, make_tiny_config
-from tod_jax import checkpointing, devices, driver, input_pipeline, rundir, tod, train
+from tod_jax import augment, caches, checkpointing, devices, driver, rundir, tod, train
 from tod_jax import cycle as cycle_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,7 +50,7 @@ def test_run_writes_metrics_and_checkpoints(uninterrupted):
     assert 0.0 <= r['test_accuracy'] <= 1.0 and r['strategy'] == 'cod' and r['seed'] == 0
     assert r['train_seconds'] > 0 and r['score_seconds'] >= 0 and r['num_queried'] == 72
   assert records[-1]['test_accuracy'] > 0.3  # Well above chance (0.1) after 3 short cycles.
-  labeled = driver.final_labeled(workdir)
+  labeled = rundir.final_labeled(workdir)
   assert len(labeled) == 360 and len(np.unique(labeled)) == 360
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['1', '2', '3']
 
@@ -71,10 +71,10 @@ def test_resume_after_interruption_gives_the_same_labeled_set(uninterrupted, tmp
   workdir = str(tmp_path)
   original = train.train_cycle
 
-  def interrupted_in_cycle_3(*args, cycle, **kwargs):
-    if cycle == 3:
+  def interrupted_in_cycle_3(state, inputs, *args, **kwargs):
+    if inputs.cycle == 3:
       raise KeyboardInterrupt
-    return original(*args, cycle=cycle, **kwargs)
+    return original(state, inputs, *args, **kwargs)
 
   monkeypatch.setattr(train, 'train_cycle', interrupted_in_cycle_3)
   with pytest.raises(KeyboardInterrupt):
@@ -82,7 +82,7 @@ def test_resume_after_interruption_gives_the_same_labeled_set(uninterrupted, tmp
   assert [r['cycle'] for r in _records(workdir)] == [1, 2]
   monkeypatch.setattr(train, 'train_cycle', original)
   resumed = driver.run(config, workdir)
-  np.testing.assert_array_equal(driver.final_labeled(workdir), driver.final_labeled(full_dir))
+  np.testing.assert_array_equal(rundir.final_labeled(workdir), rundir.final_labeled(full_dir))
   strip = lambda rs: [{k: v for k, v in r.items() if not k.endswith('seconds')} for r in rs]
   assert strip(resumed) == strip(full_records)
 
@@ -100,17 +100,16 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tiny_config, 
   tiny_config.num_cycles = 1
   driver.run(tiny_config, workdir)
   before = _snapshot(workdir)
-  labeled_before = driver.final_labeled(workdir)
+  labeled_before = rundir.final_labeled(workdir)
   monkeypatch.setattr(tod, 'supervised_loss', lambda logits, labels, **_: jnp.nan * logits.sum())
-  train._make_step.cache_clear()  # pylint: disable=protected-access  (retrace with the NaN loss)
   tiny_config.num_cycles = 2
-  with pytest.raises(train.NonFiniteLossError, match='cycle 2.*lower --config.learning_rate'):
-    driver.run(tiny_config, workdir)
+  with caches.scoped(), pytest.raises(train.NonFiniteLossError,
+                                      match='cycle 2.*lower --config.learning_rate'):
+    driver.run(tiny_config, workdir)  # Empty caches: the step is traced with the NaN loss.
   after = _snapshot(workdir)
   after.pop('config.json'), before.pop('config.json')  # num_cycles may change on resume.
   assert after == before
-  np.testing.assert_array_equal(driver.final_labeled(workdir), labeled_before)
-  train._make_step.cache_clear()  # pylint: disable=protected-access
+  np.testing.assert_array_equal(rundir.final_labeled(workdir), labeled_before)
 
 
 def test_workdir_of_another_config_is_refused(tiny_config, tmp_path):
@@ -156,10 +155,10 @@ def test_bad_config_values_fail_before_anything_is_written(tiny_config, tmp_path
 def test_setup_devices_splits_the_cpu_and_picks_eigen_convolutions_before_jax_starts():
   """config.num_cpu_devices=3 gives a 3-device CPU mesh, and cpu_convolutions='eigen'
   compiles a convolution without YNNPACK (a fresh process: JAX not started)."""
-  code = ('from configs import digits; from tod_jax import devices, sharded_map\n'
+  code = ('from configs import digits; from tod_jax import driver, sharded_map\n'
           'config = digits.get_config(); config.num_cpu_devices = 3\n'
           'config.cpu_convolutions = "eigen"\n'
-          'devices.setup_devices(config)\n'
+          'driver.setup_devices(config)\n'
           'import jax, jax.numpy as jnp\n'
           'def hlo(**options):\n'
           '  conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", '
@@ -225,7 +224,7 @@ def test_two_cycle_synthetic_segmentation_run(tmp_path):
     assert len(ious) == 5 and all(v is None or 0.0 <= v <= 1.0 for v in ious)
     assert r['test_miou'] == pytest.approx(np.mean([v for v in ious if v is not None]))
     assert 0.0 <= r['test_accuracy'] <= 1.0 and 0.0 <= r['ema_test_miou'] <= 1.0
-  labeled = driver.final_labeled(workdir)
+  labeled = rundir.final_labeled(workdir)
   assert len(labeled) == 80 and len(np.unique(labeled)) == 80
 
 
@@ -248,7 +247,7 @@ def test_ll4al_with_cyclic_loss_trains_its_module_and_resumes(tmp_path):
   config.num_cycles = 2
   records = driver.run(config, workdir)
   assert records[:1] == first and [r['cycle'] for r in records] == [1, 2]
-  assert len(driver.final_labeled(workdir)) == 144 + 2 * 72
+  assert len(rundir.final_labeled(workdir)) == 144 + 2 * 72
 
 
 @pytest.mark.parametrize('field,value,match', [('loss_teacher', 'teacher', 'loss_teacher'),
@@ -273,7 +272,7 @@ def _restored(config, workdir, cycle):
 
 
 def _softmax_outputs(model, variables, dataset, indices):
-  x = input_pipeline.normalize(dataset.train_images[indices], dataset.mean, dataset.std)
+  x = augment.normalize(dataset.train_images[indices], dataset.mean, dataset.std)
   return np.asarray(jax.nn.softmax(model.apply(variables, x, train=False), -1), np.float64)
 
 
@@ -325,12 +324,9 @@ def test_runs_differing_by_seed_or_strategy_share_one_compiled_step(tmp_path, mo
     return original(*args, **kwargs)
 
   monkeypatch.setattr(train, 'train_step', counting_step)
-  train._make_step.cache_clear()  # pylint: disable=protected-access
-  try:
+  with caches.scoped():
     for seed, strategy in ((0, 'cod'), (1, 'random'), (2, 'entropy')):
       config = make_tiny_config()
       config.num_cycles, config.num_epochs, config.seed, config.strategy = 1, 1, seed, strategy
       driver.run(config, str(tmp_path / f'{strategy}_{seed}'))
-  finally:
-    train._make_step.cache_clear()  # pylint: disable=protected-access
   assert len(traced) == 1

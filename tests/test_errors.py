@@ -328,7 +328,9 @@ class NoSowNet(nn.Module):
     return nn.Dense(self.num_classes)(jnp.mean(x, axis=(1, 2)))
 
 
-if 'no_sow_net' not in models.MODELS:
+@pytest.fixture
+def no_sow_net():
+  """The model registered for one test (conftest puts the registry back afterwards)."""
   tod_jax.register_model('no_sow_net', NoSowNet)
 
 
@@ -383,7 +385,7 @@ API_ROWS = {
 
 
 @pytest.mark.parametrize('name', sorted(API_ROWS))
-def test_python_api(tmp_path, name):
+def test_python_api(tmp_path, name, no_sow_net):
   call, error, message = API_ROWS[name]
   workdir = str(tmp_path / 'run')
   with pytest.raises(error, match=message) as caught:
@@ -433,7 +435,7 @@ def test_unwritable_directory_errors_name_the_directory_and_the_fix(tmp_path):
       raise FileNotFoundError(2, 'No such file or directory', 'F')
 
 
-def test_models_that_sow_what_a_run_reads_pass(tmp_path):
+def test_models_that_sow_what_a_run_reads_pass(tmp_path, no_sow_net):
   model = models.create_model('small_cnn', 10)
   models.check_intermediates('small_cnn', model, (8, 8, 1),
                              {models.FEATURES: ['x'], models.STAGES: ['y']})

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from tod_jax import host_pool, input_pipeline, sharded_map
+from tod_jax import batches, datasets, host_pool, sharded_map
 from tod_jax.errors import ConfigError
 
 
@@ -33,20 +33,6 @@ def test_shard_reads_its_block_only():
     block[np.array([5])]  # pylint: disable=pointless-statement
 
 
-def test_block_batches_put_each_blocks_samples_on_its_rows():
-  bounds = host_pool.block_bounds(100, 2)
-  labeled = np.array([1, 5, 20, 49, 50, 61, 77, 80, 99])
-  rows = [np.array([0, 1]), np.array([2, 3])]
-  order = host_pool.block_batches(np.random.default_rng(0), labeled, bounds, rows, 5, 4)
-  assert order.shape == (5, 4)
-  assert np.isin(order, labeled).all()
-  assert (order[:, :2] < 50).all() and (order[:, 2:] >= 50).all()
-  # An epoch over each block: block 0's 4 samples appear in the first 2 steps, once each.
-  np.testing.assert_array_equal(np.sort(order[:2, :2].ravel()), [1, 5, 20, 49])
-  with pytest.raises(ConfigError, match='Process 1 holds none of the labeled'):
-    host_pool.block_batches(np.random.default_rng(0), labeled[:4], bounds, rows, 2, 4)
-
-
 def test_one_process_rows_and_gathered_blocks_are_everything():
   sharding = NamedSharding(sharded_map.make_mesh(), P('data'))
   n = 4 * jax.device_count()
@@ -59,7 +45,7 @@ def test_one_process_rows_and_gathered_blocks_are_everything():
 
 def test_scorer_over_a_one_block_pool_equals_the_plain_pool():
   """The host path of PoolMapper (one process: one block) gives the plain path's outputs."""
-  ds = input_pipeline.load_digits()
+  ds = datasets.load_digits()
   mapper = sharded_map.PoolMapper(lambda scale, x: x.reshape(len(x), -1).sum(-1) * scale, 64)
   indices = np.random.default_rng(0).permutation(ds.pool_size)[:150]
   plain = mapper(2.0, ds.train_images.astype(np.float32), indices)
@@ -68,16 +54,16 @@ def test_scorer_over_a_one_block_pool_equals_the_plain_pool():
 
 
 def test_host_pool_refuses_what_needs_the_whole_pool(tmp_path):
-  ds = input_pipeline.load_digits()
+  ds = datasets.load_digits()
   sharded = dataclasses.replace(ds, train_images=host_pool.shard(ds.train_images, 0, 1))
   config = ml_collections.ConfigDict({'data_on_device': 'always', 'device_data_max_bytes': 2**30})
   with pytest.raises(ConfigError, match="data_on_device='always'"):
-    input_pipeline.keeps_data_on_device(config, sharded)
+    batches.keeps_data_on_device(config, sharded)
   config.data_on_device = 'auto'
-  assert not input_pipeline.keeps_data_on_device(config, sharded)
+  assert not batches.keeps_data_on_device(config, sharded)
   from configs import digits  # pylint: disable=import-outside-toplevel
   from tod_jax import driver  # pylint: disable=import-outside-toplevel
   config = digits.get_config()
-  config.strategy, config.host_pool = 'vaal', True
+  config.strategy, config.distributed.host_pool = 'vaal', True
   with pytest.raises(ConfigError, match="'vaal'.*host_pool=False"):
     driver.validate_config(config)

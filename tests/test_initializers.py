@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from tod_jax import cycle, driver, initializers, input_pipeline, models, rundir, train_state
+from tod_jax import cycle, datasets, driver, initializers, models, rundir, train_state
 from tod_jax.configs import default
 from tod_jax.errors import ConfigError
 
@@ -67,7 +67,7 @@ def test_pytorch_initial_softmax_is_flat():
 def test_runs_get_the_scheme_and_old_runs_keep_flax(tmp_path):
   config = default.get_config()
   config.dataset, config.model = 'digits', 'small_cnn'
-  dataset = input_pipeline.load_dataset(config)
+  dataset = datasets.load_dataset(config)
   model = models.create_model('small_cnn', dataset.num_classes)
   ours, _ = cycle.initial_variables(config, model, dataset)
   config.param_init = 'flax'

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import make_tiny_config
-from tod_jax import checkpointing, driver, input_pipeline, kept_outputs, models, ranking, rundir
+from tod_jax import checkpointing, datasets, driver, kept_outputs, models, ranking, rundir
 from tod_jax import cycle as cycle_lib
 from tod_jax import scoring
 from tod_jax.train_state import init_variables
@@ -17,7 +17,7 @@ RTOL, ATOL = 1e-4, 1e-5
 
 @pytest.fixture(scope='module')
 def setup():
-  ds = input_pipeline.load_digits()
+  ds = datasets.load_digits()
   model = models.create_model('small_cnn', 10)
   weights = [init_variables(model, jax.random.PRNGKey(i), ds.image_shape) for i in range(4)]
   scorer = scoring.Scorer(model, ds.mean, ds.std, 'softmax', chunk_size=64)
@@ -110,10 +110,10 @@ def test_a_runs_kept_query_is_the_two_pass_query_away_from_near_ties(tmp_path):
   recomputed outputs come from different compiled functions, which a GPU may round
   differently: what is promised is the same scores within (RTOL, ATOL) and so the same query
   except where a candidate's score is that close to the b-th largest."""
-  config = make_tiny_config()  # 2 cycles, keep_outputs=True.
+  config = make_tiny_config()  # 2 cycles, kept_outputs.enabled.
   workdir = str(tmp_path)
   driver.run(config, workdir)
-  dataset = input_pipeline.load_digits()
+  dataset = datasets.load_digits()
   experiment = cycle_lib.setup(config, dataset)
   checkpointer = checkpointing.Checkpointer(workdir)
   after_1, _, _ = rundir.restore(checkpointer, 1, experiment)

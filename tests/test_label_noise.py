@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import make_tiny_config
-from tod_jax import input_pipeline, label_noise
+from tod_jax import datasets, label_noise
 
 
 def test_flips_the_stated_fraction_to_other_classes_uniformly():
@@ -48,7 +48,7 @@ def test_edge_probabilities_and_bad_values():
 
 def test_apply_corrupts_pool_labels_only_and_records_them(tmp_path):
   config = make_tiny_config()
-  dataset = input_pipeline.load_dataset(config)
+  dataset = datasets.load_dataset(config)
   assert label_noise.apply(config, dataset) == (dataset, None)  # Default 0: no noise.
   label_noise.write_record(str(tmp_path), None)
   assert not (tmp_path / label_noise.RECORD).exists()

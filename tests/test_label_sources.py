@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import subprocess_env, write_image_folder
-from tod_jax import checkpointing, driver, input_pipeline, label, label_sources, query
+from tod_jax import checkpointing, driver, image_folder, label, label_sources, query
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -145,7 +145,7 @@ def test_partial_labels_then_next_cycle_trains_on_them(queried_once, tmp_path):
   assert open(os.path.join(workdir, label_sources.LEDGER), 'rb').read() == ledger_bytes
 
   # What the next cycle trains on: the 8 seeds plus the 2 new labels, with their classes.
-  dataset = input_pipeline.load_image_folder(images, 8)
+  dataset = image_folder.load_image_folder(images, 8)
   labeled, train_labels = label_sources.Ledger(workdir, dataset).labeled_set(np.zeros(0, np.int64))
   ids = label_sources.sample_ids(dataset)
   assert {ids[i]: dataset.class_names[train_labels[i]] for i in labeled} == {

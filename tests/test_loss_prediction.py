@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tod_jax import input_pipeline, loss_prediction, models, train
+from tod_jax import augment, datasets, loss_prediction, models, train
 from tod_jax.train_state import create_optimizer, create_train_state, init_variables
 
 
@@ -37,7 +37,7 @@ def test_ranking_loss_rejects_odd_batches():
 
 @pytest.fixture(scope='module')
 def setup():
-  ds = input_pipeline.load_digits()
+  ds = datasets.load_digits()
   model = models.create_model('small_cnn', 10)
   variables = init_variables(model, jax.random.PRNGKey(0), ds.image_shape, consistency_head=True)
   head = loss_prediction.init_params(model, variables, jax.random.PRNGKey(1), ds.image_shape)
@@ -49,7 +49,7 @@ def test_module_predicts_one_loss_per_sample(setup):
   # Three stages of the small CNN, each GAP -> Dense 128, then Dense 1 on the 384-vector.
   assert [head[f'Dense_{i}']['kernel'].shape for i in range(4)] == [
       (32, 128), (64, 128), (128, 128), (384, 1)]
-  x = input_pipeline.normalize(ds.train_images[:5], ds.mean, ds.std)
+  x = augment.normalize(ds.train_images[:5], ds.mean, ds.std)
   _, state = model.apply(variables, x, mutable=['intermediates'])
   chex.assert_shape(loss_prediction.predict(head, state['intermediates']), (5,))
 

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from tod_jax import candidates, input_pipeline, model_selection, models, scoring
+from tod_jax import candidates, datasets, model_selection, models, scoring
 from tod_jax.model_selection import CandidateOutputs
 from tod_jax.train_state import init_variables
 
@@ -52,7 +52,7 @@ def test_train_loss_is_the_same_for_every_sample():
 
 
 def test_candidate_identical_to_its_baseline_scores_zero():
-  ds = input_pipeline.load_digits()
+  ds = datasets.load_digits()
   model = models.create_model('small_cnn', 10)
   variables = init_variables(model, jax.random.PRNGKey(0), ds.image_shape)
   other = init_variables(model, jax.random.PRNGKey(1), ds.image_shape)

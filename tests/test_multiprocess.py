@@ -21,7 +21,7 @@ from tod_jax import launch, rundir
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ['--config=configs/digits.py', '--config.num_cycles=2', '--config.num_epochs=2',
         '--config.batch_size=32', '--config.unlabeled_batch_size=16',
-        '--config.progress_bar=False', '--config.distributed_timeout=15']
+        '--config.progress_bar=False', '--config.distributed.timeout=15']
 
 
 def _env():
@@ -81,13 +81,13 @@ def test_two_processes_equal_one_process_on_two_devices_and_resume_after_kill(tm
 
 
 def test_host_pool_two_processes_score_their_blocks_like_one_process(tmp_path):
-  """config.host_pool: each process holds half the pool; the kept COD outputs a cycle
+  """config.distributed.host_pool: each process holds half the pool; the kept COD outputs a cycle
   checkpoints equal w_c's outputs computed over the whole pool in one process, and the
   query is the top of the COD scores recomputed from w_{c-1} and w_c."""
   from tod_jax import analyze  # pylint: disable=import-outside-toplevel
   workdir = str(tmp_path / 'host_pool')
   result = subprocess.run([sys.executable, '-m', 'tod_jax.launch', '--num_processes=2', '--',
-                           *ARGS, '--config.host_pool=True', f'--workdir={workdir}'],
+                           *ARGS, '--config.distributed.host_pool=True', f'--workdir={workdir}'],
                           cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stdout[-4000:]
   for p, rows in ((0, '[0, 718)'), (1, '[718, 1437)')):

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from tod_jax import checkpointing, driver, input_pipeline, models, scoring, synthetic_seg
+from tod_jax import augment, checkpointing, driver, models, scoring, synthetic_seg
 from tod_jax import uncertainty
 from tod_jax.sharded_map import make_mesh
 from tod_jax.strategies import mc_dropout
@@ -75,7 +75,7 @@ def test_per_pixel_scores_are_image_means_of_a_numpy_pixel_loop(seg):
   apply = jax.jit(model.apply)
   probs = {}
   for i in INDICES:  # One image at a time: no chunking, padding or sharding.
-    x = input_pipeline.normalize(ds.train_images[i:i + 1], ds.mean, ds.std)
+    x = augment.normalize(ds.train_images[i:i + 1], ds.mean, ds.std)
     probs[i] = _softmax(np.asarray(apply(variables, x), np.float64)[0])
   for name, per_pixel in NUMPY_MEASURES.items():
     got = scorer.uncertainty(variables, getattr(uncertainty, name), ds.train_images, INDICES)
@@ -87,7 +87,7 @@ def test_per_pixel_scores_are_image_means_of_a_numpy_pixel_loop(seg):
 def test_drn_dropout_switch_keeps_the_default_deterministic(seg):
   ds, variables, deterministic, with_dropout, _, _ = seg
   images = ds.train_images[:4]
-  x = input_pipeline.normalize(images, ds.mean, ds.std)
+  x = augment.normalize(images, ds.mean, ds.std)
   # Default (inference): no dropout, the deterministic model's logits.
   base = np.asarray(deterministic.apply(variables, x))
   np.testing.assert_allclose(with_dropout.apply(variables, x), base, rtol=1e-6, atol=1e-6)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import make_tiny_config
-from tod_jax import driver, input_pipeline, models, precision, scoring, train
+from tod_jax import datasets, driver, models, precision, scoring, train
 from tod_jax.errors import ConfigError
 from tod_jax.sharded_map import make_mesh
 from tod_jax.train_state import create_optimizer, create_train_state, init_variables
@@ -23,7 +23,7 @@ def _levels(hlo: str) -> set[str]:
 
 @pytest.fixture(scope='module')
 def digits():
-  ds = input_pipeline.load_digits()
+  ds = datasets.load_digits()
   model = models.create_model('small_cnn', 10)
   return ds, model, init_variables(model, jax.random.PRNGKey(0), ds.image_shape)
 

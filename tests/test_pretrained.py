@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tod_jax import cycle, driver, input_pipeline, models, pretrained, rundir
+from tod_jax import cycle, datasets, driver, models, pretrained, rundir
 from tod_jax.checkpointing import Checkpointer
 from tod_jax.errors import ConfigError, MissingFileError
 from tod_jax.train_state import init_variables
@@ -209,7 +209,7 @@ def test_orbax_checkpoint_of_a_run_loads_into_a_new_run(tiny_config, tmp_path):
   finally:
     checkpointer.close()
 
-  dataset = input_pipeline.load_dataset(config)
+  dataset = datasets.load_dataset(config)
   new = tiny_config
   new.seed, new.init_checkpoint = 7, f'{workdir}/checkpoints/1'
   model = models.create_model(new.model, dataset.num_classes)

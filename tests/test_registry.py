@@ -2,13 +2,13 @@
 
 import pytest
 
-from tod_jax import input_pipeline, models, registry, strategies
+from tod_jax import datasets, models, registry, strategies
 from tod_jax.errors import ConfigError
 
 
 @pytest.mark.parametrize('table,name', [(strategies.STRATEGIES, 'cod'),
                                         (models.MODELS, 'small_cnn'),
-                                        (input_pipeline.DATASETS, 'digits')])
+                                        (datasets.DATASETS, 'digits')])
 def test_a_name_registered_twice_is_refused(table, name):
   before = table.get(name)
   with pytest.raises(ValueError, match=f"named '{name}' is already registered"):
@@ -27,8 +27,10 @@ def test_unknown_name_names_the_config_field_and_the_choices():
 
 
 def test_register_strategy_and_model_from_user_code():
-  strategies.register('always_first_test_only')(
-      lambda ctx, budget: strategies.QueryResult(ctx.query_pool[:budget]))
-  assert 'always_first_test_only' in strategies.STRATEGIES
+  with strategies.STRATEGIES.scoped():
+    strategies.register('always_first')(
+        lambda ctx, budget: strategies.QueryResult(ctx.query_pool[:budget]))
+    assert 'always_first' in strategies.STRATEGIES
+  assert 'always_first' not in strategies.STRATEGIES  # Gone once the scope ends.
   with pytest.raises(ValueError, match='already registered'):
     models.register_model('resnet18', lambda **kw: None)

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from tod_jax import input_pipeline, models, scoring, uncertainty
+from tod_jax import augment, datasets, models, scoring, uncertainty
 from tod_jax.sharded_map import PoolMapper, make_mesh
 from tod_jax.train_state import init_variables
 
@@ -20,7 +20,7 @@ def _softmax(z):
 
 @pytest.fixture(scope='module')
 def two_models():
-  ds = input_pipeline.load_digits()
+  ds = datasets.load_digits()
   model = models.create_model('small_cnn', 10)
   a = init_variables(model, jax.random.PRNGKey(0), ds.image_shape)
   b = init_variables(model, jax.random.PRNGKey(1), ds.image_shape)
@@ -36,7 +36,7 @@ def test_cod_matches_numpy_loop(two_models, output):
   chex.assert_shape(scores, (len(indices),))
   expected = []
   for i in indices:  # One sample at a time, no chunking, no sharding.
-    x = input_pipeline.normalize(ds.train_images[i:i + 1], ds.mean, ds.std)
+    x = augment.normalize(ds.train_images[i:i + 1], ds.mean, ds.std)
     fa, fb = np.asarray(model.apply(a, x)), np.asarray(model.apply(b, x))
     if output == 'softmax':
       fa, fb = _softmax(fa), _softmax(fb)
@@ -63,7 +63,7 @@ def test_chunking_and_padding_do_not_change_results(two_models):
 def test_accuracy_matches_argmax(two_models):
   ds, model, a, _ = two_models
   scorer = scoring.Scorer(model, ds.mean, ds.std, 'softmax', chunk_size=100)
-  x = input_pipeline.normalize(ds.test_images, ds.mean, ds.std)
+  x = augment.normalize(ds.test_images, ds.mean, ds.std)
   expected = np.mean(np.argmax(np.asarray(model.apply(a, x)), -1) == ds.test_labels)
   assert scorer.accuracy(a, ds.test_images, ds.test_labels) == pytest.approx(expected)
 
@@ -112,7 +112,7 @@ def test_pixelwise_cod_matches_numpy_loop(seg_models, output):
   chex.assert_shape(scorer.logits(a, ds.train_images, indices), (len(indices), 16, 16, 5))
   apply = jax.jit(model.apply)
   for score, i in zip(scores, indices):  # One image, then every pixel and class in a loop.
-    x = input_pipeline.normalize(ds.train_images[i:i + 1], ds.mean, ds.std)
+    x = augment.normalize(ds.train_images[i:i + 1], ds.mean, ds.std)
     fa, fb = np.asarray(apply(a, x))[0], np.asarray(apply(b, x))[0]
     if output == 'softmax':
       fa, fb = _softmax(fa), _softmax(fb)
@@ -127,7 +127,7 @@ def test_confusion_matrix_over_the_test_set_matches_numpy(seg_models):
   ds, model, a, _ = seg_models
   scorer = scoring.Scorer(model, ds.mean, ds.std, 'softmax', chunk_size=4)  # 9: padded chunk.
   cm = scorer.confusion(a, ds.test_images, ds.test_labels, ds.num_classes, ds.ignore_label)
-  x = input_pipeline.normalize(ds.test_images, ds.mean, ds.std)
+  x = augment.normalize(ds.test_images, ds.mean, ds.std)
   preds = np.argmax(np.asarray(jax.jit(model.apply)(a, x)), -1)
   expected = np.zeros((5, 5), np.int64)
   for label, pred in zip(ds.test_labels.ravel(), preds.ravel()):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import subprocess_env
-from tod_jax import candidates, input_pipeline, model_selection, models, scoring
+from tod_jax import candidates, datasets, model_selection, models, scoring
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def pool(tmp_path_factory):
   from conftest import make_tiny_config  # pylint: disable=import-outside-toplevel
   config = make_tiny_config()
-  ds = input_pipeline.load_digits()
+  ds = datasets.load_digits()
   root = str(tmp_path_factory.mktemp('pool'))
   dirs = candidates.train_pool(config, ds, np.arange(96), root,
                                [{'seed': 0}, {'seed': 1, 'learning_rate': 0.01}, {'seed': 2}])

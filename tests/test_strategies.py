@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tod_jax import (badge, checkpointing, driver, input_pipeline, kept_outputs, loss_prediction,
-                     models, scoring, strategies, synthetic_seg, uncertainty)
+from tod_jax import (badge, checkpointing, datasets, driver, kept_outputs, loss_prediction, models,
+                     scoring, strategies, synthetic_seg, uncertainty)
 from tod_jax.errors import ConfigError
 from tod_jax.strategies import coreset, mc_dropout
 from tod_jax.train_state import create_optimizer, create_train_state, init_variables
@@ -21,6 +21,7 @@ class TableScorer:
 
   def __init__(self, table):
     self.table = np.asarray(table, np.float32)
+    self.mesh = None  # The default mesh: every device.
 
   def logits(self, variables, images, indices):
     return self.table[indices]
@@ -75,7 +76,7 @@ def test_k_center_greedy_picks_the_farthest_point_first():
   centers = np.array([[0.0], [10.0]])
   points = np.array([[1.0], [5.0], [3.0], [6.0], [9.5]])
   # Nearest-center distances 1, 5, 3, 4, 0.5: pick 5.0. Then 3.0 (min(3, 2) = 2 vs 1, 1, 0.5).
-  for chunk in (1, 3, 1024):  # Centers one at a time, padded, or all at once.
+  for chunk in (1, 3, 1024):  # Candidates one at a time, padded chunks, or all at once.
     picks, distances = coreset.k_center_greedy(points, centers, 2, chunk)
     np.testing.assert_array_equal(picks, [1, 2])
     np.testing.assert_allclose(distances, [1.0, 5.0, 3.0, 4.0, 0.5])
@@ -115,7 +116,7 @@ def test_ll4al_picks_the_largest_predicted_loss():
 @pytest.fixture(scope='module')
 def real_setup():
   """A small CNN with dropout on 300 digits; the EMA model and baseline differ from w_c."""
-  ds = input_pipeline.load_digits()
+  ds = datasets.load_digits()
   ds = dataclasses.replace(ds, train_images=ds.train_images[:300],
                            train_labels=ds.train_labels[:300])
   model = models.create_model('small_cnn', 10, dropout_rate=0.5)
@@ -196,7 +197,7 @@ def test_cod_queries_the_largest_cod_and_optionally_the_lowest_in_cycle_1(real_s
   largest = candidates[np.argsort(-scores, kind='stable')[:10]]
   smallest = candidates[np.argsort(scores, kind='stable')[:10]]
   for cycle in (1, 2):
-    config.keep_outputs = cycle == 1  # Both scoring paths.
+    config.kept_outputs.enabled = cycle == 1  # Both scoring paths.
     config.cod_interval = 'cycle'
     ctx = strategies.QueryContext(config, ds, np.arange(1, 300, 2), candidates, state, baseline,
                                   scorer, np.random.default_rng(0), cycle)
@@ -206,7 +207,7 @@ def test_cod_queries_the_largest_cod_and_optionally_the_lowest_in_cycle_1(real_s
                                   np.sort(smallest if lowest else largest))
     np.testing.assert_allclose(result.scores, scores, rtol=1e-5, atol=1e-6)
     assert result.order == ('lowest' if lowest else 'highest')
-    assert (kept_outputs.KEPT in result.strategy_state) == config.keep_outputs
+    assert (kept_outputs.KEPT in result.strategy_state) == config.kept_outputs.enabled
     assert ctx.strategy_state == {}  # Returned, never written into the context.
   config.cod_first_cycle = 'middle'
   with pytest.raises(ValueError, match='cod_first_cycle'):

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tod_jax import input_pipeline, loss_forms, models, tod, train
+from tod_jax import augment, caches, datasets, loss_forms, models, tod, train
 from tod_jax.train_state import create_optimizer, create_train_state, init_variables, lr_decay_step
 
 # Math against NumPy/PyTorch/XLA: float32 on every platform (conftest.highest_precision).
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures('highest_precision')
 @pytest.fixture
 def setup(tiny_config):
   tiny_config.precision.train = 'highest'  # The steps below are checked against hand math.
-  ds = input_pipeline.load_digits()
+  ds = datasets.load_digits()
   model = models.create_model('small_cnn', 10)
   variables = init_variables(model, jax.random.PRNGKey(0), ds.image_shape,
                              loss_forms.uses_consistency_head(tiny_config))
@@ -81,7 +81,7 @@ def test_gradient_is_that_of_ce_plus_lambda_tod(setup):
   state = _state(config, model, variables)
   new_state, _ = train.make_train_step(config, ds)(
       _state(config, model, variables), labeled, unlabeled, jax.random.PRNGKey(0))
-  prep = lambda im: input_pipeline.normalize(jnp.asarray(im), ds.mean, ds.std)
+  prep = lambda im: augment.normalize(jnp.asarray(im), ds.mean, ds.std)
   x = jnp.concatenate([prep(labeled['image']), prep(unlabeled['image'])])
   ema_logits = model.apply(variables, x[32:], train=True, mutable=['batch_stats'])[0]
 
@@ -106,7 +106,7 @@ def test_reference_form_matches_the_authors_loss_by_hand(setup):
   assert set(variables['params']['consistency_head']) == {'kernel', 'bias'}
   new_state, m = train.make_train_step(config, ds)(
       _state(config, model, variables), labeled, unlabeled, jax.random.PRNGKey(0))
-  prep = lambda im: input_pipeline.normalize(jnp.asarray(im), ds.mean, ds.std)
+  prep = lambda im: augment.normalize(jnp.asarray(im), ds.mean, ds.std)
   x_l, x_u = prep(labeled['image']), prep(unlabeled['image'])
   ema_l, ema_stats = model.apply(variables, x_l, train=True, mutable=['batch_stats'])
   ema_u = model.apply({'params': variables['params'], **ema_stats}, x_u, train=True,
@@ -150,16 +150,15 @@ def test_step_compiles_once_per_run(setup):
     return original(*args, **kwargs)
 
   train.train_step = counting_step
-  train._make_step.cache_clear()  # pylint: disable=protected-access
   try:
-    for steps in (100, 37):  # Two cycles: another state, optimizer state and lr boundary.
-      step = train.make_train_step(config, ds)
-      state = _state(config, model, variables, steps)
-      for i in range(3):
-        state, _ = step(state, labeled, unlabeled, jax.random.PRNGKey(i))
+    with caches.scoped():
+      for steps in (100, 37):  # Two cycles: another state, optimizer state and lr boundary.
+        step = train.make_train_step(config, ds)
+        state = _state(config, model, variables, steps)
+        for i in range(3):
+          state, _ = step(state, labeled, unlabeled, jax.random.PRNGKey(i))
   finally:
     train.train_step = original
-    train._make_step.cache_clear()  # pylint: disable=protected-access
   assert len(traced) == 1
 
 
@@ -188,14 +187,15 @@ def test_weight_decay_is_added_to_the_gradient(tiny_config):
 
 
 def test_train_cycle_calls_on_step_after_every_step(tiny_config):
-  ds = input_pipeline.load_digits()
+  ds = datasets.load_digits()
   model = models.create_model('small_cnn', 10)
   state = _state(tiny_config, model, init_variables(model, jax.random.PRNGKey(0), ds.image_shape,
                                                     True))
   seen = []
   labeled = np.arange(40)  # 2 steps per epoch at batch 32; 2 epochs.
-  train.train_cycle(state, ds, labeled, np.arange(40, 100), tiny_config,
-                    np.random.default_rng(0), jax.random.PRNGKey(0), cycle=1,
+  inputs = train.CycleInputs(ds, labeled, np.arange(40, 100), np.random.default_rng(0),
+                             jax.random.PRNGKey(0), cycle=1)
+  train.train_cycle(state, inputs, tiny_config,
                     on_step=lambda s, done: seen.append((done, int(s.step))))
   assert seen == [(1, 1), (2, 2), (3, 3), (4, 4)]
 
@@ -210,7 +210,7 @@ def test_cyclic_teacher_is_the_fixed_previous_model(setup):
                              create_optimizer(config), teacher_variables=previous)
   step = train.make_train_step(config, ds)
   new_state, m = step(state, labeled, unlabeled, jax.random.PRNGKey(0))
-  prep = lambda im: input_pipeline.normalize(jnp.asarray(im), ds.mean, ds.std)
+  prep = lambda im: augment.normalize(jnp.asarray(im), ds.mean, ds.std)
   x = jnp.concatenate([prep(labeled['image']), prep(unlabeled['image'])])
   logits = model.apply(variables, x, train=True, mutable=['batch_stats'])[0]
   base = model.apply(previous, x[32:], train=False)
@@ -232,49 +232,17 @@ def test_cyclic_teacher_without_its_variables_fails_clearly(setup):
 
 
 def test_pool_on_device_and_streamed_batches_train_identically(tiny_config):
-  ds = input_pipeline.load_digits()
+  ds = datasets.load_digits()
   model = models.create_model('small_cnn', 10)
   variables = init_variables(model, jax.random.PRNGKey(0), ds.image_shape, True)
   results = []
   for where in ('always', 'never'):
     tiny_config.data_on_device, tiny_config.num_epochs = where, 1
     state = _state(tiny_config, model, variables)
-    state, metrics = train.train_cycle(state, ds, np.arange(64), np.arange(64, 300), tiny_config,
-                                       np.random.default_rng(0), jax.random.PRNGKey(0), cycle=1)
+    inputs = train.CycleInputs(ds, np.arange(64), np.arange(64, 300), np.random.default_rng(0),
+                               jax.random.PRNGKey(0), cycle=1)
+    state, metrics = train.train_cycle(state, inputs, tiny_config)
     results.append(({'params': state.params, 'ema_params': state.ema_params,
                      'batch_stats': state.batch_stats}, metrics))
   assert int(state.step) == 2
   chex.assert_trees_all_close(results[0], results[1])
-
-
-def test_keeps_data_on_device_by_size(tiny_config):
-  ds = input_pipeline.load_digits()
-  size = ds.train_images.nbytes + ds.train_labels.nbytes
-  tiny_config.device_data_max_bytes = size
-  assert input_pipeline.keeps_data_on_device(tiny_config, ds)
-  tiny_config.device_data_max_bytes = size - 1
-  assert not input_pipeline.keeps_data_on_device(tiny_config, ds)
-  tiny_config.data_on_device = 'always'
-  assert input_pipeline.keeps_data_on_device(tiny_config, ds)
-  tiny_config.data_on_device = 'yes'
-  with pytest.raises(ValueError, match="'auto', 'always', 'never'"):
-    input_pipeline.keeps_data_on_device(tiny_config, ds)
-
-
-def test_prefetch_to_device_reads_two_ahead_and_keeps_order():
-  from tod_jax import sharded_map  # pylint: disable=import-outside-toplevel
-  pulled = []
-
-  def batches():
-    for i in range(5):
-      pulled.append(i)
-      yield {'x': np.full((2, 3), i, np.int32)}
-
-  sharding = jax.sharding.NamedSharding(sharded_map.make_mesh(),
-                                        jax.sharding.PartitionSpec(sharded_map.DATA_AXIS))
-  stream = input_pipeline.prefetch_to_device(batches(), sharding)
-  first = next(stream)
-  assert pulled == [0, 1]  # The next batch is already on its way.
-  assert isinstance(first['x'], jax.Array) and first['x'].sharding == sharding
-  rest = list(stream)
-  assert [int(b['x'][0, 0]) for b in [first] + rest] == [0, 1, 2, 3, 4]

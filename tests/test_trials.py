@@ -13,7 +13,7 @@ from tod_jax.errors import ConfigError
 
 
 def _config(distributed=False):
-  return ml_collections.ConfigDict({'distributed': distributed})
+  return ml_collections.ConfigDict({'distributed': {'enabled': distributed}})
 
 
 def test_auto_count_is_one_per_core_for_a_small_model_on_a_cpu_only():

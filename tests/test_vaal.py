@@ -11,7 +11,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from conftest import make_tiny_config
-from tod_jax import checkpointing, driver, input_pipeline, strategies, vaal
+from tod_jax import augment, checkpointing, datasets, driver, rundir, strategies, vaal
 from tod_jax.strategies import vaal as vaal_strategy
 
 
@@ -85,7 +85,7 @@ def test_vae_loss_by_hand():
 
 def _tiny_vaal():
   """The driver tests' VAAL (same digits mean and std): one compiled init for both."""
-  ds = input_pipeline.load_digits()
+  ds = datasets.load_digits()
   return vaal.from_config(vaal_config(), ds.image_shape, ds.mean, ds.std)
 
 
@@ -95,7 +95,7 @@ def test_one_discriminator_step_lowers_its_loss_on_a_fixed_batch():
   rng = np.random.default_rng(0)
   labeled = rng.integers(0, 100, (16, 8, 8, 1)).astype(np.uint8)  # Dark vs bright images.
   unlabeled = rng.integers(150, 256, (16, 8, 8, 1)).astype(np.uint8)
-  x = input_pipeline.normalize(jnp.concatenate([labeled, unlabeled]), net.mean, net.std)
+  x = augment.normalize(jnp.concatenate([labeled, unlabeled]), net.mean, net.std)
   step = jax.jit(vaal.discriminator_update, static_argnums=(0, 3))
   # The codes the discriminator reads depend only on the VAE params (BatchNorm in train
   # mode), so the second call's loss is the updated discriminator's on the same codes.
@@ -114,11 +114,11 @@ def test_state_round_trips_through_its_checkpoint_arrays():
   chex.assert_trees_all_equal(net.from_arrays(arrays), state)
 
 
-@pytest.mark.parametrize('field,value', [('vaal_width', 0), ('vaal_beta', -1.0)])
+@pytest.mark.parametrize('field,value', [('width', 0), ('beta', -1.0)])
 def test_bad_vaal_settings_are_refused(field, value):
   config = vaal_config()
-  config[field] = value
-  with pytest.raises(ValueError, match=field):
+  config.vaal[field] = value
+  with pytest.raises(ValueError, match=rf'vaal\.{field} .*--config\.vaal\.{field}'):
     strategies.check_config(config)
 
 
@@ -147,7 +147,7 @@ def test_vaal_queries_unlabeled_samples_with_finite_scores(two_cycles):
     assert ((0 <= scores) & (scores <= 1)).all() and meta['query_order'] == 'highest'
   # The networks carry over: cycle 2's Adam count adds its steps to cycle 1's.
   config = vaal_config()
-  steps = [config.vaal_vae_steps * vaal_strategy.num_iterations(config, n) for n in (144, 216)]
+  steps = [config.vaal.vae_steps * vaal_strategy.num_iterations(config, n) for n in (144, 216)]
   assert [_vae_adam_count(two_cycles, c) for c in (1, 2)] == [steps[0], sum(steps)]
 
 
@@ -155,4 +155,4 @@ def test_resumed_vaal_run_selects_what_an_uninterrupted_run_selects(two_cycles, 
   workdir = str(tmp_path)
   driver.run(vaal_config(num_cycles=1), workdir)
   driver.run(vaal_config(num_cycles=2), workdir)
-  np.testing.assert_array_equal(driver.final_labeled(workdir), driver.final_labeled(two_cycles))
+  np.testing.assert_array_equal(rundir.final_labeled(workdir), rundir.final_labeled(two_cycles))

@@ -7,8 +7,8 @@ The Python API (README, "Your own data and model"):
   records = tod_jax.run(config, workdir, dataset=dataset)
 """
 
+from tod_jax.dataset import Dataset
 from tod_jax.driver import run
-from tod_jax.input_pipeline import Dataset
 from tod_jax.models import register_model
 from tod_jax.strategies import register as register_strategy
 

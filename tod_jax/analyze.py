@@ -25,9 +25,9 @@ import os
 from typing import Sequence
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
-from tod_jax import checkpointing, cli, errors, input_pipeline, ranking, rundir, uncertainty
+from tod_jax import checkpointing, cli, datasets, errors, files, ranking, rundir, uncertainty
 from tod_jax import cycle as cycle_lib
 from tod_jax.errors import UserError
 from tod_jax.strategies import cod as cod_strategy
@@ -113,7 +113,7 @@ class Run:
     if self.config.labels != 'oracle':
       raise UserError(f'{workdir} is a run with labels={self.config.labels!r}; the analysis '
                       'needs the ground-truth loss of every pool sample (an oracle benchmark).')
-    self.dataset = input_pipeline.load_dataset(self.config)  # Clean labels, no label noise.
+    self.dataset = datasets.load_dataset(self.config)  # Clean labels, no label noise.
     if self.dataset.is_segmentation:
       raise UserError(f'{workdir} is a segmentation run; tod_jax.analyze supports '
                       'classification runs only.')
@@ -247,7 +247,7 @@ def analyze(workdir: str, compare_workdirs: Sequence[str] = (), tsne_cycle: int 
   out_dir = out_dir or os.path.join(workdir, SUBDIR)
   rundir.saved_config(workdir)  # Not a run: that first.
   with errors.writing(out_dir, UNWRITABLE_FIX):
-    checkpointing.check_writable(out_dir)  # Before minutes of work, not after.
+    files.check_writable(out_dir)  # Before minutes of work, not after.
   run = Run(workdir)  # Checks the rest of the run before anything is written.
   try:
     data = collect(run)
@@ -275,7 +275,7 @@ def _write_all(run: Run, data: list[CycleData], out_dir: str, compare_workdirs: 
   summary += _fig3(run, data, path) + [''] + _fig5(run, data, path, bin_fraction)
   summary += [''] + _fig6(run, data, path) + [''] + _fig7(run, data, path)
   summary += [''] + _fig14(run, data, path, compare_workdirs, tsne_cycle, tsne_max_labeled)
-  checkpointing.write_atomic(path('summary.md'), '\n'.join(summary))
+  files.write_atomic(path('summary.md'), '\n'.join(summary))
 
 
 def _fig3(run: Run, data: list[CycleData], path) -> list[str]:
@@ -473,8 +473,7 @@ def define_flags() -> None:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  del argv  # cli.run refuses arguments besides the flags.
   out = analyze(FLAGS.workdir, FLAGS.compare_workdirs, FLAGS.tsne_cycle, FLAGS.tsne_max_labeled,
                 FLAGS.bin_fraction, FLAGS.out)
   print(f'Wrote {out}')

@@ -15,10 +15,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from tod_jax import checkpointing, loss_forms, models, train
-from tod_jax.input_pipeline import Dataset
-from tod_jax.snapshots import Snapshots, parse_interval  # noqa: F401 (public here too)
+from tod_jax import batches, checkpointing, files, loss_forms, models, train
+from tod_jax.dataset import Dataset
 from tod_jax.errors import ConfigError, MissingFileError, UserError
+from tod_jax.snapshots import Snapshots, parse_interval  # noqa: F401 (public here too)
 from tod_jax.train_state import (create_optimizer, create_train_state, init_variables,
                                  lr_decay_step)
 
@@ -55,7 +55,7 @@ def train_candidate(config: ml_collections.ConfigDict, dataset: Dataset, labeled
   if config.semi and not len(unlabeled):
     raise ConfigError('config.semi needs unlabeled samples but the labeled set is the whole '
                      'pool; set --config.semi=False or label a fraction of the pool.')
-  per_epoch = train.steps_per_epoch(len(labeled), config.batch_size)
+  per_epoch = batches.steps_per_epoch(len(labeled), config.batch_size)
   total = config.num_epochs * per_epoch
   model = models.create_model(config.model, dataset.num_classes, config.dropout_rate,
                               config.compute_dtype)
@@ -66,13 +66,13 @@ def train_candidate(config: ml_collections.ConfigDict, dataset: Dataset, labeled
 
   state = create_train_state(model, variables, create_optimizer(config),
                              decay_step=lr_decay_step(config, total))
-  state, metrics = train.train_cycle(
-      state, dataset, labeled, unlabeled, config, np.random.default_rng(config.seed),
-      jax.random.fold_in(key, 1), cycle=1, on_step=snapshots.on_step)
+  inputs = train.CycleInputs(dataset, labeled, unlabeled, np.random.default_rng(config.seed),
+                             jax.random.fold_in(key, 1), cycle=1)
+  state, metrics = train.train_cycle(state, inputs, config, on_step=snapshots.on_step)
   meta = {'config': json.loads(config.to_json()), 'train_loss': metrics['sup_loss'],
           'steps': total, 'steps_per_epoch': per_epoch,
           'baselines': {spec: total - n for spec, n in snapshots.steps_back.items()},
-          'labeled': checkpointing.indices_to_json(labeled)}
+          'labeled': files.indices_to_json(labeled)}
   checkpointer = checkpointing.Checkpointer(directory)
   try:
     checkpointer.save(_CHECKPOINT, {'final': state.variables, 'baselines': snapshots.variables},

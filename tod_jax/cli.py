@@ -102,10 +102,12 @@ def _check_config_file(argv: Sequence[str]) -> None:
 
 
 def _unknown_overrides(argv: Sequence[str]) -> list[str]:
-  """Fields of `--config.<field>=...` overrides that tod_jax does not read."""
-  pattern = re.compile(rf'--?(?:no)?{CONFIG}\.([^.=]+)')
+  """Fields of `--config.<field>=...` (or `--config.<group>.<field>=...`) overrides that
+  tod_jax does not read, or reads under a new name (a group's old flag included)."""
+  pattern = re.compile(rf'--?(?:no)?{CONFIG}\.([^=\s]+)')
   names = {m.group(1) for m in map(pattern.match, argv) if m}
-  return sorted(names - configs.known_fields())
+  known = configs.known_fields()
+  return sorted(n for n in names if n not in known or n in configs.RENAMED_FIELDS)
 
 
 def _clause(error: BaseException) -> str:
@@ -117,6 +119,9 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
   """absl's flag parsing, with --help exiting 0 and every mistake as one line."""
   if CONFIG in FLAGS:
     _check_config_file(argv)
+    unknown = _unknown_overrides(argv)
+    if unknown:
+      fail(configs.unknown_fields_message(unknown))
   try:
     args = FLAGS(argv)
   except flags.Error as e:
@@ -125,11 +130,6 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
     if any(re.fullmatch(r'--?(help|helpshort|helpfull|helpxml|\?)(=.*)?', a) for a in argv[1:]):
       sys.exit(0)
     raise
-  except (AttributeError, KeyError):  # ml_collections: an override of no config field.
-    unknown = _unknown_overrides(argv)
-    if not unknown:
-      raise
-    fail(configs.unknown_fields_message(unknown))
   except OSError as e:  # ml_collections: a config file that exists but does not load.
     fail(f'{_clause(e)}; check the --{CONFIG} file.')
   config = FLAGS[CONFIG].value if CONFIG in FLAGS else None
@@ -146,15 +146,20 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
   return args
 
 
-def run(main: Callable[[list[str]], None], define_flags: Optional[Callable[[], None]] = None
-        ) -> None:
-  """Defines the command's flags, then absl.app.run(main) with mistakes as one line."""
+def run(main: Callable[[list[str]], None], define_flags: Optional[Callable[[], None]] = None,
+        positional: bool = False) -> None:
+  """Defines the command's flags, then absl.app.run(main) with mistakes as one line.
+
+  `positional`: the command takes arguments besides its flags (else they are a mistake).
+  """
   if define_flags is not None:
     define_flags()
 
   def guarded(argv):
     setup_logging()
     try:
+      if len(argv) > 1 and not positional:
+        raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
       main(argv)
     except UserError as e:
       fail(str(e))

@@ -289,8 +289,7 @@ def _numbers(flag: str, kind: type) -> Optional[list]:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  del argv  # cli.run refuses arguments besides the flags.
   seeds, label_noises = _numbers('seeds', int), _numbers('label_noise', float)
   baseline = FLAGS.baseline
   if FLAGS.summarize:
@@ -301,7 +300,7 @@ def main(argv):
   elif FLAGS.config is None:
     raise app.UsageError('--config is required (except with --summarize)')
   else:
-    devices.setup_devices(FLAGS.config)  # Before any other JAX call.
+    driver.setup_devices(FLAGS.config)  # Before any other JAX call.
     rows = compare(FLAGS.config, FLAGS.strategies, seeds, FLAGS.workdir, FLAGS.ablation,
                    label_noises, FLAGS.fresh_start, baseline, FLAGS.parallel)
   if devices.is_writer():

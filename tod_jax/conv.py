@@ -1,8 +1,8 @@
 """A drop-in `lax.conv_general_dilated` whose filter gradient is fast on CPU.
 
-XLA:CPU computes the filter gradient of ResNet-18's 32x32 convolutions up to 5x
-slower than oneDNN does (benchmarks/conv_benchmark.py), and that gradient held
-tod_jax's train step below PyTorch's on CPU. Here, for the NHWC convolutions
+XLA:CPU computes the filter gradient of ResNet-18's 32x32 convolutions several times
+slower than oneDNN does (benchmarks/conv_benchmark.py; README, "Benchmarks"), and that
+gradient held tod_jax's train step below PyTorch's on CPU. Here, for the NHWC convolutions
 without dilation whose input has at least MIN_PIXELS pixels and MIN_CHANNELS
 channels, the filter gradient is one matrix product per few images; for stride 1:
 

@@ -18,10 +18,10 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from tod_jax import (initializers, loss_forms, loss_prediction, metrics, models, pretrained,
-                     snapshots, strategies, train)
+from tod_jax import (batches, initializers, loss_forms, loss_prediction, metric_writers, metrics,
+                     models, pretrained, snapshots, strategies, train)
+from tod_jax.dataset import Dataset
 from tod_jax.errors import ConfigError
-from tod_jax.input_pipeline import Dataset
 from tod_jax.scoring import Scorer, shared_scorer
 from tod_jax.sharded_map import make_mesh
 from tod_jax.train_state import (TrainState, create_optimizer, create_train_state,
@@ -186,48 +186,60 @@ def evaluate(scorer: Scorer, variables: dict, dataset: Dataset) -> dict:
           'per_class_iou': [None if np.isnan(v) else float(v) for v in iou]}
 
 
-def _train(experiment: Experiment, state: CycleState, dataset: Dataset, unlabeled: np.ndarray,
-           cycle: int, writer: Any) -> tuple[TrainState, dict, snapshots.Snapshots, dict]:
-  """This cycle's training from w_{c-1} (or w_0 with reinit_each_cycle).
+@dataclasses.dataclass(frozen=True)
+class _Training:
+  """What a cycle's training produced."""
+  state: TrainState  # w_c and its EMA model.
+  metrics: dict  # The last epoch's mean metrics.
+  snapshots: snapshots.Snapshots  # Copies of the model some steps before the end.
+  seconds: dict  # 'train' and 'train_first_step'.
 
-  Returns (trained state, last epoch's metrics, the snapshots, seconds: 'train' and
-  'train_first_step'). The input state is left intact (the step donates copies).
-  """
+
+@dataclasses.dataclass(frozen=True)
+class _Query:
+  """A cycle's query and the candidates it chose from."""
+  result: strategies.QueryResult
+  pool: np.ndarray  # This cycle's unlabeled pool, or a random subset of it.
+
+
+def _train(experiment: Experiment, state: CycleState, dataset: Dataset, unlabeled: np.ndarray,
+           cycle: int, writer: metric_writers.MetricWriter) -> _Training:
+  """This cycle's training from w_{c-1} (or w_0 with reinit_each_cycle). The input state is
+  left intact (the step donates copies)."""
   config = experiment.config
   start, ema, head = state.variables, state.ema_variables, state.loss_head
   if config.reinit_each_cycle:
     start, ema, head = experiment.init_variables, None, experiment.init_loss_head
   copy = lambda tree: None if tree is None else jax.tree.map(jnp.copy, tree)
-  per_epoch = train.steps_per_epoch(len(state.labeled), config.batch_size)
+  per_epoch = batches.steps_per_epoch(len(state.labeled), config.batch_size)
   n_steps = config.num_epochs * per_epoch
   cyclic = config.semi and config.loss_teacher == 'cyclic'
   train_state = create_train_state(
       experiment.model, copy(start), create_optimizer(config), copy(ema), state.step,
       decay_step=lr_decay_step(config, n_steps), loss_head_params=copy(head),
       teacher_variables=state.variables if cyclic else None)
-  kept = snapshots.Snapshots(experiment.snapshot_intervals, per_epoch, n_steps, start,
-                             clip=True)
+  cycle_snapshots = snapshots.Snapshots(experiment.snapshot_intervals, per_epoch, n_steps,
+                                        start, clip=True)
   begin, first = time.perf_counter(), {}
 
   def on_step(ts: TrainState, done: int) -> None:
-    kept.on_step(ts, done)
+    cycle_snapshots.on_step(ts, done)
     if done == 1:
       jax.block_until_ready(ts.step)
       first['seconds'] = time.perf_counter() - begin
 
-  np_rng = np.random.default_rng([config.seed, cycle])
-  trained, train_metrics = train.train_cycle(
-      train_state, dataset, state.labeled, unlabeled, config, np_rng, state.key, cycle=cycle,
-      mesh=experiment.mesh, writer=writer, on_step=on_step)
+  inputs = train.CycleInputs(dataset, state.labeled, unlabeled,
+                             np.random.default_rng([config.seed, cycle]), state.key, cycle)
+  trained, metrics = train.train_cycle(train_state, inputs, config, mesh=experiment.mesh,
+                                       writer=writer, on_step=on_step)
   jax.block_until_ready(trained)
-  seconds = {'train': time.perf_counter() - begin, 'train_first_step': first['seconds']}
-  return trained, train_metrics, kept, seconds
+  return _Training(trained, metrics, cycle_snapshots,
+                   {'train': time.perf_counter() - begin, 'train_first_step': first['seconds']})
 
 
-def _query(experiment: Experiment, state: CycleState, trained: TrainState, kept: Any,
-           dataset: Dataset, unlabeled: np.ndarray, cycle: int
-           ) -> tuple[strategies.QueryResult, np.ndarray]:
-  """(the strategy's query, the query pool: this cycle's unlabeled pool or a random subset)."""
+def _query(experiment: Experiment, state: CycleState, training: _Training, dataset: Dataset,
+           unlabeled: np.ndarray, cycle: int) -> _Query:
+  """The strategy's query over this cycle's unlabeled pool (or a random subset)."""
   config = experiment.config
   # The query draws from its own generator: training's draws (unlabeled batches) must
   # not change which samples a random query takes.
@@ -240,12 +252,12 @@ def _query(experiment: Experiment, state: CycleState, trained: TrainState, kept:
                       'raise --config.pool_subset or lower --config.budget_fraction.')
   # COD's w_{c-1}: the last cycle's model, or a snapshot config.cod_interval before the end.
   previous = (state.variables if config.cod_interval == 'cycle'
-              else kept.variables[config.cod_interval])
-  ctx = strategies.QueryContext(config, dataset, state.labeled, query_pool, trained, previous,
-                                experiment.scorer, rng, cycle, state.strategy_state)
+              else training.snapshots.variables[config.cod_interval])
+  ctx = strategies.QueryContext(config, dataset, state.labeled, query_pool, training.state,
+                                previous, experiment.scorer, rng, cycle, state.strategy_state)
   result = strategies.get_strategy(config.strategy)(ctx, experiment.budget)
   _check_query(result, query_pool, experiment.budget, config.strategy)
-  return result, query_pool
+  return _Query(result, query_pool)
 
 
 def _check_query(result: strategies.QueryResult, query_pool: np.ndarray, budget: int,
@@ -260,30 +272,31 @@ def _check_query(result: strategies.QueryResult, query_pool: np.ndarray, budget:
 
 
 def run_cycle(experiment: Experiment, state: CycleState, dataset: Dataset, *,
-              writer: Any = None) -> tuple[CycleState, CycleRecord]:
+              writer: metric_writers.MetricWriter = metric_writers.NullWriter()
+              ) -> tuple[CycleState, CycleRecord]:
   """Cycle state.cycle + 1: train, evaluate, score, select. No file is written.
 
   Args:
     experiment: the run's fixed parts (`setup`).
     state: the run after the last cycle; state.labeled is the set to train on.
     dataset: the pool with its current labels (-1 where unknown).
-    writer: optional TensorBoard writer (add_scalar) for per-epoch training metrics.
+    writer: where each epoch's training metrics go.
   Returns:
     The state after this cycle (labeled set grown by the query) and its record.
   """
   config, cycle = experiment.config, state.cycle + 1
   unlabeled = np.setdiff1d(np.arange(dataset.pool_size), state.labeled)
-  trained, train_metrics, kept, seconds = _train(experiment, state, dataset, unlabeled, cycle,
-                                                 writer)
+  training = _train(experiment, state, dataset, unlabeled, cycle, writer)
+  trained, seconds = training.state, dict(training.seconds)
   begin = time.perf_counter()
-  test = evaluate(experiment.scorer, trained.variables, dataset)
-  ema_test = evaluate(experiment.scorer, trained.ema_variables, dataset)
+  evaluation = {'model': evaluate(experiment.scorer, trained.variables, dataset),
+                'ema': evaluate(experiment.scorer, trained.ema_variables, dataset)}
   seconds['evaluate'] = time.perf_counter() - begin
   begin = time.perf_counter()
-  result, query_pool = _query(experiment, state, trained, kept, dataset, unlabeled, cycle)
+  query = _query(experiment, state, training, dataset, unlabeled, cycle)
   seconds['score'] = time.perf_counter() - begin
-  record = _record(experiment, state, dataset, result, query_pool, test, ema_test,
-                   train_metrics, seconds, kept)
+  record = _record(experiment, state, dataset, training, evaluation, query, seconds)
+  result = query.result
   new_state = CycleState(
       cycle, np.union1d(state.labeled, result.indices).astype(np.int64), trained.variables,
       trained.ema_variables, trained.loss_head_params, int(trained.step),
@@ -293,25 +306,25 @@ def run_cycle(experiment: Experiment, state: CycleState, dataset: Dataset, *,
   return new_state, record
 
 
-def _record(experiment: Experiment, state: CycleState, dataset: Dataset,
-            result: strategies.QueryResult, query_pool: np.ndarray, test: dict, ema_test: dict,
-            train_metrics: dict, seconds: dict, kept: snapshots.Snapshots) -> CycleRecord:
+def _record(experiment: Experiment, state: CycleState, dataset: Dataset, training: _Training,
+            evaluation: dict, query: _Query, seconds: dict) -> CycleRecord:
   """The cycle's metrics line and query (each queried index with its score)."""
-  config, labeled = experiment.config, state.labeled
+  config, labeled, result = experiment.config, state.labeled, query.result
+  test, ema_test = evaluation['model'], evaluation['ema']
   queried = np.asarray(result.indices, np.int64)
   scores = (None if result.scores is None else
-            np.asarray(result.scores, np.float64)[np.searchsorted(query_pool, queried)])
+            np.asarray(result.scores, np.float64)[np.searchsorted(query.pool, queried)])
   line = {'cycle': state.cycle + 1, 'num_labeled': int(len(labeled)),
-              'labeled_fraction': len(labeled) / dataset.pool_size,
-              'test_accuracy': test['accuracy'], 'ema_test_accuracy': ema_test['accuracy'],
-              'train_loss': train_metrics.get('loss'), 'strategy': config.strategy,
-              'seed': config.seed, 'dataset': dataset.name,
-              'train_seconds': seconds['train'],
-              'train_first_step_seconds': seconds['train_first_step'],
-              'evaluate_seconds': seconds['evaluate'], 'score_seconds': seconds['score'],
-              'num_queried': int(len(queried))}
+          'labeled_fraction': len(labeled) / dataset.pool_size,
+          'test_accuracy': test['accuracy'], 'ema_test_accuracy': ema_test['accuracy'],
+          'train_loss': training.metrics.get('loss'), 'strategy': config.strategy,
+          'seed': config.seed, 'dataset': dataset.name,
+          'train_seconds': seconds['train'],
+          'train_first_step_seconds': seconds['train_first_step'],
+          'evaluate_seconds': seconds['evaluate'], 'score_seconds': seconds['score'],
+          'num_queried': int(len(queried))}
   if dataset.is_segmentation:
     line.update(test_miou=test['miou'], ema_test_miou=ema_test['miou'],
-                    per_class_iou=test['per_class_iou'])
-  return CycleRecord(line, queried, scores, result.order, dict(kept.variables),
-                     dict(kept.steps_back))
+                per_class_iou=test['per_class_iou'])
+  return CycleRecord(line, queried, scores, result.order, dict(training.snapshots.variables),
+                     dict(training.snapshots.steps_back))

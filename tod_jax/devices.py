@@ -1,17 +1,15 @@
 """Which devices a run uses: the CPU split into XLA devices, XLA:CPU's convolution kernels,
 and multi-host initialisation.
 
-All must run before any other JAX call (the command lines call setup_devices first).
+All must run before any other JAX call (the command lines call driver.setup_devices first).
 """
 
-import math
 import os
 import socket
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import jax
-import jax.numpy as jnp
 import jaxlib.version
 import ml_collections
 from absl import logging
@@ -20,18 +18,17 @@ from jax.experimental import multihost_utils
 from tod_jax.errors import ConfigError, UserError
 
 
-# Models with at least this many parameters train and score faster with the CPU split into one
-# XLA device per core, and with Eigen's convolutions (measured on 2 cores, README "Benchmarks":
-# ResNet-18, 11.2M parameters); the 0.1M-parameter digits CNN ran slower split (57 s instead
-# of 44 s a run), and the README's digits results were measured with XLA's default kernels.
+# Models with at least this many parameters (ResNet-18) train and score faster with the CPU
+# split into one XLA device per core and with Eigen's convolutions; the digits CNN does not
+# (README, "Scale": the measurements).
 LARGE_MODEL_PARAMS = 1_000_000
 MAX_AUTO_CPU_DEVICES = 8
 
 # XLA flags tod_jax sets, each only for the jaxlib versions known to have it, [first, last)
 # (major, minor): XLA aborts on a flag it does not know.
-# XLA:CPU in jaxlib 0.10 runs convolutions through YNNPACK by default; its own Eigen kernels ran
-# ResNet-18's 1.2-5x faster here (README "Benchmarks"). The flag takes YNNPACK's convolutions
-# out (its matmuls and reductions stay).
+# XLA:CPU in jaxlib 0.10 runs convolutions through YNNPACK by default; its own Eigen kernels run
+# ResNet-18's faster (README, "Benchmarks"). The flag takes YNNPACK's convolutions out (its
+# matmuls and reductions stay).
 EIGEN_CONV_FLAG = '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution'
 EIGEN_CONV_JAXLIB = ((0, 10), (0, 12))
 # XLA:GPU: deterministic kernels only and no autotuning, so a run resumed in a new process
@@ -73,47 +70,39 @@ def xla_flags(config: ml_collections.ConfigDict, flags: str, jaxlib_version: str
   return flags.strip()
 
 
-def model_parameter_count(config: ml_collections.ConfigDict) -> int:
-  """Parameters of config.model for 10 classes, counted abstractly (JAX is not started)."""
-  from tod_jax import models  # pylint: disable=import-outside-toplevel
-  model = models.create_model(config.model, 10)
-  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
-                                             jnp.zeros((1, 32, 32, 3)), train=False))
-  return sum(math.prod(x.shape) for x in jax.tree.leaves(shapes['params']))
-
-
-def is_large_model(config: ml_collections.ConfigDict) -> bool:
-  """Whether config.model has at least LARGE_MODEL_PARAMS parameters."""
+def is_large_model(parameter_count: Callable[[], int]) -> bool:
+  """Whether the model that `parameter_count()` counts has at least LARGE_MODEL_PARAMS."""
   try:
-    return model_parameter_count(config) >= LARGE_MODEL_PARAMS
+    return parameter_count() >= LARGE_MODEL_PARAMS
   except Exception:  # A model that cannot take a 32x32x3 probe: small.  pylint: disable=broad-except
     return False
 
 
-def auto_cpu_devices(config: ml_collections.ConfigDict, cores: Optional[int] = None,
-                     large_model: Optional[bool] = None) -> int:
+def auto_cpu_devices(config: ml_collections.ConfigDict, large_model: bool,
+                     cores: Optional[int] = None) -> int:
   """The CPU device count of num_cpu_devices=-1: one per core (at most 8) for a large model,
   else 1; always a divisor of the batch sizes, so every batch splits evenly."""
   cores = min(cores or os.cpu_count() or 1, MAX_AUTO_CPU_DEVICES)
-  if not (is_large_model(config) if large_model is None else large_model):
+  if not large_model:
     return 1
   batches = [config.batch_size] + ([config.unlabeled_batch_size] if config.semi else [])
   return max(n for n in range(1, cores + 1) if all(b % n == 0 for b in batches))
 
 
-def setup_devices(config: ml_collections.ConfigDict) -> None:
-  """The devices a command line run uses; must run before any other JAX call.
+def setup_devices(config: ml_collections.ConfigDict,
+                  parameter_count: Callable[[], int]) -> None:
+  """The devices a run uses; must run before any other JAX call (driver.setup_devices
+  passes the model's `parameter_count`).
 
   config.num_cpu_devices splits the host CPU into that many XLA devices
   (jax_num_cpu_devices), so the mesh runs data parallel over the cores; -1 (the
   default) chooses with auto_cpu_devices, 0 keeps XLA's one multi-threaded device.
   It has no effect on GPU/TPU meshes. config.cpu_convolutions and config.deterministic:
-  xla_flags.
-  config.distributed: initialize_distributed.
+  xla_flags. config.distributed.enabled: initialize_distributed.
   """
   # Counting the model's parameters traces its init: only when an 'auto' setting needs it.
-  large = (config.num_cpu_devices < 0 or config.cpu_convolutions == 'auto') and is_large_model(
-      config)
+  large = ((config.num_cpu_devices < 0 or config.cpu_convolutions == 'auto')
+           and is_large_model(parameter_count))
   flags = xla_flags(config, os.environ.get('XLA_FLAGS', ''), jaxlib.version.__version__, large)
   if flags != os.environ.get('XLA_FLAGS', ''):
     os.environ['XLA_FLAGS'] = flags  # Read when JAX starts its backends.
@@ -123,46 +112,46 @@ def setup_devices(config: ml_collections.ConfigDict) -> None:
       'XLA_FLAGS', ''):
     count = 0  # The user split the CPU with XLA_FLAGS already.
   else:
-    count = (auto_cpu_devices(config, large_model=large) if config.num_cpu_devices < 0
+    count = (auto_cpu_devices(config, large) if config.num_cpu_devices < 0
              else config.num_cpu_devices)
   if count > 1 or config.num_cpu_devices > 0:
     jax.config.update('jax_num_cpu_devices', count)
     logging.info('CPU split into %d XLA device(s) (num_cpu_devices=%d).', count,
                  config.num_cpu_devices)
-  if config.distributed:
+  if config.distributed.enabled:
     initialize_distributed(config)
 
 
 def initialize_distributed(config: ml_collections.ConfigDict) -> None:
-  """jax.distributed.initialize for a multi-host run (config.distributed).
+  """jax.distributed.initialize for a multi-host run (config.distributed.enabled).
 
   Empty / negative fields are left to JAX, which reads them from the environment
   on TPU pod slices, SLURM and Open MPI; on other GPU hosts set all three.
   Must run before any other JAX call.
   """
   kwargs = {}
-  if config.coordinator_address:
-    kwargs['coordinator_address'] = config.coordinator_address
-  if config.num_processes > 0:
-    kwargs['num_processes'] = config.num_processes
-  if config.process_id >= 0:
-    kwargs['process_id'] = config.process_id
+  if config.distributed.coordinator_address:
+    kwargs['coordinator_address'] = config.distributed.coordinator_address
+  if config.distributed.num_processes > 0:
+    kwargs['num_processes'] = config.distributed.num_processes
+  if config.distributed.process_id >= 0:
+    kwargs['process_id'] = config.distributed.process_id
   # CPU hosts talk through gloo (no-op on GPU/TPU, whose collectives are their own).
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-  if config.coordinator_address and config.process_id > 0:
+  if config.distributed.coordinator_address and config.distributed.process_id > 0:
     # JAX aborts the process (a C++ fatal error) when the coordinator never answers: check
     # first, so an unreachable coordinator is one line within the timeout.
-    _wait_for(config.coordinator_address, config.distributed_timeout, config.process_id)
+    _wait_for(config.distributed.coordinator_address, config.distributed.timeout, config.distributed.process_id)
   try:
-    jax.distributed.initialize(**kwargs, initialization_timeout=config.distributed_timeout,
-                               heartbeat_timeout_seconds=config.distributed_timeout)
+    jax.distributed.initialize(**kwargs, initialization_timeout=config.distributed.timeout,
+                               heartbeat_timeout_seconds=config.distributed.timeout)
   except Exception as e:  # JAX raises XlaRuntimeError / RuntimeError variants here.
     raise UserError(
-        f'Process {config.process_id} could not join the cluster at '
-        f'{config.coordinator_address or "(from the environment)"} within '
-        f'{config.distributed_timeout} s ({type(e).__name__}: {str(e).splitlines()[0]}); start '
+        f'Process {config.distributed.process_id} could not join the cluster at '
+        f'{config.distributed.coordinator_address or "(from the environment)"} within '
+        f'{config.distributed.timeout} s ({type(e).__name__}: {str(e).splitlines()[0]}); start '
         'every process (python -m tod_jax.launch on one machine), check '
-        '--config.coordinator_address, or raise --config.distributed_timeout.') from e
+        '--config.distributed.coordinator_address, or raise --config.distributed.timeout.') from e
   logging.info('Process %d of %d; %d local and %d global devices.', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
 
@@ -179,8 +168,8 @@ def _wait_for(address: str, timeout: float, process_id: int) -> None:
       if time.monotonic() > deadline:
         raise UserError(f'Process {process_id} could not reach the coordinator at {address} '
                         f'within {timeout} s ({e}); start process 0 (python -m tod_jax.launch '
-                        'starts all on one machine), check --config.coordinator_address, or '
-                        'raise --config.distributed_timeout.') from e
+                        'starts all on one machine), check --config.distributed.coordinator_address, or '
+                        'raise --config.distributed.timeout.') from e
       time.sleep(0.5)
 
 

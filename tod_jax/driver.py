@@ -9,16 +9,22 @@ from typing import Any, Optional
 
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from absl import logging
 
-from tod_jax import (checkpointing, configs, cycle, devices, errors, initializers, input_pipeline,
-                     label_noise, label_sources, loss_forms, models, precision, pretrained,
-                     rundir, strategies, tod)
+from tod_jax import (batches, checkpointing, configs, cycle, datasets, devices, errors, files,
+                     initializers, label_noise, label_sources, loss_forms, metric_writers,
+                     models, precision, pretrained, rundir, strategies, tod)
+from tod_jax.dataset import Dataset
 from tod_jax.errors import ConfigError
 
-DTYPES = ('float32', 'bfloat16')  # Allowed for compute_dtype and kept_outputs_dtype.
+DTYPES = ('float32', 'bfloat16')  # Allowed for compute_dtype and kept_outputs.dtype.
 TEACHERS = ('ema', 'cyclic')  # config.loss_teacher.
+
+
+def setup_devices(config: ml_collections.ConfigDict) -> None:
+  """The devices and XLA settings a run of `config` gets (tod_jax.devices); call it before any
+  other JAX call. Counts config.model's parameters where an 'auto' setting needs them."""
+  devices.setup_devices(config, lambda: models.parameter_count(config.model))
 
 
 def validate_config(config: ml_collections.ConfigDict, own_dataset: bool = False) -> None:
@@ -28,11 +34,12 @@ def validate_config(config: ml_collections.ConfigDict, own_dataset: bool = False
   """
   configs.check_fields(config)  # A misspelt field would be ignored.
   if not own_dataset:
-    input_pipeline.DATASETS.get(config.dataset)
-  for field in ('compute_dtype', 'kept_outputs_dtype'):
-    if config[field] not in DTYPES:
-      raise ConfigError(f'{field} {config[field]!r} is not supported; set --config.{field} '
-                        f'to one of {DTYPES}.')
+    datasets.DATASETS.get(config.dataset)
+  for field, value in (('compute_dtype', config.compute_dtype),
+                       ('kept_outputs.dtype', config.kept_outputs.dtype)):
+    if value not in DTYPES:
+      raise ConfigError(f'{field} {value!r} is not supported; set --config.{field} to one of '
+                        f'{DTYPES}.')
   models.MODELS.get(config.model)
   initializers.check(config.param_init)
   if config.init_checkpoint:  # Before the dataset loads, which can take minutes.
@@ -54,19 +61,19 @@ def validate_config(config: ml_collections.ConfigDict, own_dataset: bool = False
   precision.check(config)
   label_noise.check_probability(config.label_noise)
   cycle.snapshot_intervals(config)
-  input_pipeline.check_data_on_device(config.data_on_device)
+  batches.check_data_on_device(config.data_on_device)
   devices.check_cpu_convolutions(config.cpu_convolutions)
-  if config.host_pool and config.strategy == 'vaal':
+  if config.distributed.host_pool and config.strategy == 'vaal':
     raise ConfigError("strategy 'vaal' trains on every pool image in each process; set "
-                      '--config.host_pool=False for it.')
+                      '--config.distributed.host_pool=False for it.')
 
 
 def load_run_dataset(config: ml_collections.ConfigDict,
-                     dataset: Optional[input_pipeline.Dataset] = None
-                     ) -> tuple[input_pipeline.Dataset, Optional[dict]]:
+                     dataset: Optional[Dataset] = None
+                     ) -> tuple[Dataset, Optional[dict]]:
   """(the dataset a run trains on: config.dataset, or `dataset`, with label noise applied,
   the record of the flipped labels or None); writes nothing."""
-  dataset = input_pipeline.load_dataset(config) if dataset is None else dataset
+  dataset = datasets.load_dataset(config) if dataset is None else dataset
   return label_noise.apply(config, dataset)
 
 
@@ -82,16 +89,13 @@ def _restore_or_start(experiment: cycle.Experiment, checkpointer: checkpointing.
   return state, info
 
 
-def _report(writer: Any, record: cycle.CycleRecord) -> None:
-  """TensorBoard scalars and one log line for a completed cycle."""
+def _report(writer: metric_writers.MetricWriter, record: cycle.CycleRecord) -> None:
+  """The cycle's test metrics to `writer` (at the labeled count) and one log line."""
   line = record.metrics
   accuracy, ema = line['test_accuracy'], line['ema_test_accuracy']
-  if writer is not None:
-    if accuracy is not None:
-      writer.add_scalar('cycle/test_accuracy', accuracy, line['num_labeled'])
-    if 'test_miou' in line:
-      writer.add_scalar('cycle/test_miou', line['test_miou'], line['num_labeled'])
-    writer.flush()
+  scalars = {f'cycle/{name}': line[name] for name in ('test_accuracy', 'test_miou')
+             if line.get(name) is not None}
+  writer.write_scalars(line['num_labeled'], scalars)
   text = lambda a: 'n/a (no test set)' if a is None else f'{a:.4f}'
   miou = f", mIoU {line['test_miou']:.4f}" if 'test_miou' in line else ''
   logging.info('cycle %d: %d labeled, test accuracy %s (EMA %s)%s, train %.1fs, query %.2fs',
@@ -100,11 +104,11 @@ def _report(writer: Any, record: cycle.CycleRecord) -> None:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str,
-        dataset: Optional[input_pipeline.Dataset] = None, fresh_start: bool = False
+        dataset: Optional[Dataset] = None, fresh_start: bool = False
         ) -> list[dict]:
   """Runs (or resumes) all cycles of `config` in `workdir`; returns the metrics records.
 
-  `dataset`: the user's own data (input_pipeline.Dataset.from_arrays) instead of
+  `dataset`: the user's own data (Dataset.from_arrays) instead of
   config.dataset; pass the same one to resume. `fresh_start`: start over in a workdir
   that holds results (metrics.jsonl) but no checkpoints, replacing them.
 
@@ -120,7 +124,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
       return _finished(config, workdir, checkpointer.restore_meta(last), dataset)
     if rundir.is_writer():
       with errors.writing(workdir):
-        checkpointing.check_writable(workdir)  # Before the data loads, which can take minutes.
+        files.check_writable(workdir)  # Before the data loads, which can take minutes.
     dataset, noise = load_run_dataset(config, dataset)
     source = label_sources.make_source(config, dataset, workdir)
     experiment = cycle.setup(config, dataset, initial_size=source.num_initial)
@@ -141,7 +145,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
 
 
 def _finished(config: ml_collections.ConfigDict, workdir: str, info: dict,
-              dataset: Optional[input_pipeline.Dataset]) -> list[dict]:
+              dataset: Optional[Dataset]) -> list[dict]:
   """A finished run's records (from its last checkpoint); only a file that a crash cut short
   is written, so a finished run on a read-only mount reports too."""
   with errors.writing(workdir):
@@ -156,14 +160,14 @@ def _finished(config: ml_collections.ConfigDict, workdir: str, info: dict,
 
 
 def _run_cycles(experiment: cycle.Experiment, checkpointer: checkpointing.Checkpointer,
-                source: Any, dataset: input_pipeline.Dataset, state: cycle.CycleState,
+                source: Any, dataset: Dataset, state: cycle.CycleState,
                 workdir: str) -> list[dict]:
   """The loop: each remaining cycle, its checkpoint and metrics line; returns every record."""
   config = experiment.config
   logging.info('Mesh: %d %s device(s), data parallel.', experiment.mesh.size,
                experiment.mesh.devices.flat[0].platform)
-  writer = rundir.tensorboard_writer(workdir, config)
-  kept = state.cycle
+  writer = rundir.metric_writer(workdir, config)
+  saved_cycle = state.cycle
   try:
     for number in source.cycles(state.cycle + 1, config.num_cycles):
       labeled, train_labels = source.labeled_set(state.labeled)
@@ -171,19 +175,14 @@ def _run_cycles(experiment: cycle.Experiment, checkpointer: checkpointing.Checkp
           experiment, state.replace(labeled=labeled),
           dataclasses.replace(dataset, train_labels=train_labels), writer=writer)
       info = rundir.save(checkpointer, state, record)  # Every process.
-      kept = state.cycle
+      saved_cycle = state.cycle
       if rundir.is_writer():
         source.record_query(number, info)
       rundir.write_metrics(workdir, state.records)
       _report(writer, record)
   except KeyboardInterrupt as e:
-    raise errors.Interrupted(rundir.kept_cycle_message(workdir, kept)) from e
+    raise errors.Interrupted(rundir.kept_cycle_message(workdir, saved_cycle)) from e
   finally:
-    if writer is not None:
-      writer.close()
+    writer.close()
   return list(state.records)
 
-
-def final_labeled(workdir: str) -> Optional[np.ndarray]:
-  """The labeled set stored by the latest checkpoint in `workdir`, or None."""
-  return rundir.final_labeled(workdir)

@@ -1,4 +1,4 @@
-"""Multi-host runs in which each process holds only its block of the pool (config.host_pool).
+"""Multi-host runs in which each process holds only its block of the pool (config.distributed.host_pool).
 
 The pool's N images are split into `process_count` contiguous blocks; process p loads
 block p only (`HostShard`). Labels stay whole on every process (they are small). Every
@@ -8,13 +8,9 @@ its own images and no image crosses hosts; scores and outputs come back to every
 through the all-gather that sharded_map.to_host already does.
 """
 
-from typing import Sequence
-
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-
-from tod_jax.errors import ConfigError
 
 
 class HostShard:
@@ -36,7 +32,7 @@ class HostShard:
 
   def __getitem__(self, indices):
     raise TypeError('A HostShard holds one block of the pool; read it with take(indices, '
-                    'rows) (config.host_pool: this code path does not support it).')
+                    'rows) (config.distributed.host_pool: this code path does not support it).')
 
   def take(self, indices: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """[len(indices), ...] images: `indices[rows]` read from this block, zeros elsewhere."""
@@ -91,25 +87,3 @@ def split_by_owner(indices: np.ndarray, bounds: np.ndarray) -> list[np.ndarray]:
   """Positions into `indices` held by each process, in order."""
   who = owners(indices, bounds)
   return [np.nonzero(who == p)[0] for p in range(len(bounds) - 1)]
-
-
-def block_batches(rng: np.random.Generator, pool: np.ndarray, bounds: np.ndarray,
-                  rows: Sequence[np.ndarray], n_steps: int, batch: int,
-                  replace: bool = False, what: str = 'labeled') -> np.ndarray:
-  """[n_steps, batch] pool indices: row set rows[p] of every batch drawn from block p.
-
-  replace=False: each block's samples shuffled and cycled (an epoch over the block);
-  True: drawn at random with replacement (unlabeled batches). Every process computes
-  the same plan from the same `rng`.
-  """
-  out = np.zeros((n_steps, batch), np.int64)
-  for p, positions in enumerate(split_by_owner(pool, bounds)):
-    mine = np.asarray(pool)[positions]
-    if not len(mine):
-      raise ConfigError(f'Process {p} holds none of the {what} samples (config.host_pool); '
-                        'set --config.host_pool=False for this run.')
-    need = n_steps * len(rows[p])
-    draw = (rng.choice(mine, need, replace=True) if replace
-            else np.resize(rng.permutation(mine), need))
-    out[:, rows[p]] = draw.reshape(n_steps, len(rows[p]))
-  return out

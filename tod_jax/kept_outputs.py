@@ -52,7 +52,7 @@ def cod_scores(scorer: Scorer, variables: chex.ArrayTree, previous_variables: ch
   needed = kept_nbytes(len(images), scorer.output_shape(variables, images), dtype)
   if needed > max_bytes:
     logging.log_first_n(logging.WARNING, 'Kept COD outputs would need %d bytes (limit %d, '
-                        'config.kept_outputs_max_bytes): scoring with two forward passes.', 1,
+                        'config.kept_outputs.max_bytes): scoring with two forward passes.', 1,
                         needed, max_bytes)
     return scorer.cod(variables, previous_variables, images, candidates), None
 

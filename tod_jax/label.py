@@ -8,7 +8,7 @@ an empty label are skipped: labeling part of a query is allowed, the rest go bac
 to the pool. Any invalid row stops the import with nothing recorded.
 """
 
-from absl import app, flags
+from absl import flags
 
 from tod_jax import cli, label_sources
 
@@ -32,8 +32,7 @@ def summary(result: dict, workdir: str) -> str:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  del argv  # cli.run refuses arguments besides the flags.
   try:
     result = label_sources.import_labels(FLAGS.workdir, FLAGS.labels)
   except OSError as e:  # A labels file that cannot be read.

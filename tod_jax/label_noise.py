@@ -16,8 +16,8 @@ from typing import Optional
 import ml_collections
 import numpy as np
 
-from tod_jax import checkpointing, devices
-from tod_jax.input_pipeline import Dataset
+from tod_jax import devices, files
+from tod_jax.dataset import Dataset
 from tod_jax.errors import ConfigError
 
 RECORD = 'label_noise.json'
@@ -68,13 +68,13 @@ def apply(config: ml_collections.ConfigDict, dataset: Dataset) -> tuple[Dataset,
                                config.label_noise_seed)
   record = {'label_noise': config.label_noise, 'label_noise_seed': config.label_noise_seed,
             'pool_size': dataset.pool_size, 'num_flipped': int(len(flipped)),
-            'flipped': checkpointing.indices_to_json(flipped),
-            'clean_labels': checkpointing.indices_to_json(dataset.train_labels[flipped]),
-            'noisy_labels': checkpointing.indices_to_json(noisy[flipped])}
+            'flipped': files.indices_to_json(flipped),
+            'clean_labels': files.indices_to_json(dataset.train_labels[flipped]),
+            'noisy_labels': files.indices_to_json(noisy[flipped])}
   return dataclasses.replace(dataset, train_labels=noisy), record
 
 
 def write_record(workdir: str, record: Optional[dict]) -> None:
   """WORKDIR/label_noise.json from `apply`'s record (process 0; nothing without noise)."""
   if record is not None and devices.is_writer():
-    checkpointing.write_atomic(os.path.join(workdir, RECORD), json.dumps(record))
+    files.write_atomic(os.path.join(workdir, RECORD), json.dumps(record))

@@ -21,9 +21,9 @@ import os
 
 import numpy as np
 
-from tod_jax import checkpointing, devices
+from tod_jax import devices, files
+from tod_jax.dataset import Dataset
 from tod_jax.errors import ConfigError, DataError, UserError
-from tod_jax.input_pipeline import Dataset
 
 LEDGER = 'labels.json'
 QUERIES = 'queries'
@@ -107,7 +107,7 @@ class Ledger:
     """Writes a new run's ledger (process 0); every process reads the ledger from then on."""
     if self._new and devices.is_writer():
       os.makedirs(self.workdir, exist_ok=True)
-      checkpointing.write_atomic(self.path, json.dumps(self._data, indent=1))
+      files.write_atomic(self.path, json.dumps(self._data, indent=1))
     devices.barrier('tod_jax:ledger')
 
   def initial_labeled(self, size: int, seed: int) -> np.ndarray:
@@ -131,7 +131,7 @@ class Ledger:
     queried = [ids[i] for i in meta['queried']]
     if data['queries'].get(str(cycle)) != queried:
       data['queries'][str(cycle)] = queried
-      checkpointing.write_atomic(self.path, json.dumps(data, indent=1))
+      files.write_atomic(self.path, json.dumps(data, indent=1))
     path = query_csv_path(self.workdir, cycle)
     if not os.path.exists(path):
       scores = meta.get('query_scores') or [None] * len(queried)
@@ -145,7 +145,7 @@ class Ledger:
         writer.writerow([rank, sample_id, file_path, '' if score is None else f'{score:.6g}',
                          order])
       os.makedirs(os.path.dirname(path), exist_ok=True)
-      checkpointing.write_atomic(path, out.getvalue())
+      files.write_atomic(path, out.getvalue())
 
 
 def _known_labels(data: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -258,6 +258,6 @@ def import_labels(workdir: str, labels_csv: str) -> dict:
                              'was imported.')
   for sample_id, label in rows:
     data['labels'][sample_id] = {'label': label, 'cycle': cycle}
-  checkpointing.write_atomic(os.path.join(workdir, LEDGER), json.dumps(data, indent=1))
+  files.write_atomic(os.path.join(workdir, LEDGER), json.dumps(data, indent=1))
   unlabeled = sum(1 for s in query if s not in data['labels'])
   return {'cycle': cycle, 'imported': len(rows), 'queried': len(query), 'unlabeled': unlabeled}

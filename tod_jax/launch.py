@@ -3,7 +3,7 @@
   python -m tod_jax.launch --num_processes=2 -- --config=configs/digits.py --workdir=runs/mp
 
 starts `python -m tod_jax.main <args>` (or --module) once per process, each with
---config.distributed=True, the coordinator on a free localhost port, its process id
+--config.distributed.enabled=True, the coordinator on a free localhost port, its process id
 and (on CPU) --devices_per_process XLA CPU devices and JAX's gloo collectives. Each
 output line is prefixed with `[p<i>] `. If a process fails, the others are stopped;
 the exit code is the first failing process's (0 when all succeed). On real clusters
@@ -43,9 +43,9 @@ def free_port() -> int:
 def process_argv(module: str, args: Sequence[str], process_id: int, num_processes: int,
                  port: int) -> list[str]:
   """The command line of process `process_id`."""
-  return [sys.executable, '-u', '-m', module, *args, '--config.distributed=True',
-          f'--config.coordinator_address=localhost:{port}',
-          f'--config.num_processes={num_processes}', f'--config.process_id={process_id}']
+  return [sys.executable, '-u', '-m', module, *args, '--config.distributed.enabled=True',
+          f'--config.distributed.coordinator_address=localhost:{port}',
+          f'--config.distributed.num_processes={num_processes}', f'--config.distributed.process_id={process_id}']
 
 
 def _forward(proc: subprocess.Popen, prefix: str) -> None:
@@ -87,4 +87,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  cli.run(main, define_flags)
+  cli.run(main, define_flags, positional=True)

@@ -1,12 +1,12 @@
 """Command line: `python -m tod_jax.main --config=configs/digits.py --workdir=DIR`.
 
 Config fields are overridden with `--config.key=value`. For several hosts, run the
-same command on every host with `--config.distributed=True` (README, "Scale").
+same command on every host with `--config.distributed.enabled=True` (README, "Scale").
 """
 
-from absl import app, flags
+from absl import flags
 
-from tod_jax import cli, devices, driver
+from tod_jax import cli, driver
 
 FLAGS = flags.FLAGS
 
@@ -21,9 +21,8 @@ def define_flags() -> None:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  devices.setup_devices(FLAGS.config)  # Before any other JAX call.
+  del argv  # cli.run refuses arguments besides the flags.
+  driver.setup_devices(FLAGS.config)  # Before any other JAX call.
   driver.run(FLAGS.config, FLAGS.workdir, fresh_start=FLAGS.fresh_start)
 
 

@@ -24,8 +24,8 @@ import numpy as np
 from tod_jax import candidates as candidates_lib
 from tod_jax import models, scoring, tod, uncertainty
 from tod_jax.candidates import Candidate
+from tod_jax.dataset import Dataset
 from tod_jax.errors import ConfigError
-from tod_jax.input_pipeline import Dataset
 from tod_jax.scoring import Scorer
 from tod_jax.sharded_map import make_mesh
 

@@ -10,12 +10,14 @@ its running statistics).
 """
 
 import functools
+import math
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tod_jax import caches
 from tod_jax import conv as conv_lib
 from tod_jax import drn
 from tod_jax.errors import ConfigError
@@ -143,6 +145,14 @@ def register_model(name: str, factory: Callable[..., nn.Module]) -> None:
   MODELS.register(name, factory)
 
 
+def parameter_count(name: str, num_classes: int = 10) -> int:
+  """Parameters of model `name` on 32x32x3 inputs, counted abstractly (JAX is not started)."""
+  model = create_model(name, num_classes)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)),
+                                             train=False))
+  return sum(math.prod(x.shape) for x in jax.tree.leaves(shapes['params']))
+
+
 def create_model(name: str, num_classes: int, dropout_rate: float = 0.0,
                  dtype: Any = 'float32') -> nn.Module:
   """The model registered as `name`, computing in `dtype`; one object per setting.
@@ -158,7 +168,7 @@ def create_model(name: str, num_classes: int, dropout_rate: float = 0.0,
   return _create_model(MODELS.get(name), num_classes, float(dropout_rate), jnp.dtype(dtype))
 
 
-@functools.lru_cache(maxsize=64)
+@caches.memoize
 def _create_model(factory: Callable[..., nn.Module], num_classes: int, dropout_rate: float,
                   dtype: Any) -> nn.Module:
   return factory(num_classes=num_classes, dropout_rate=dropout_rate, dtype=dtype)
@@ -172,7 +182,7 @@ HOW_TO_SOW = {
 }
 
 
-@functools.lru_cache(maxsize=64)
+@caches.memoize
 def sown_names(model: nn.Module, image_shape: tuple[int, ...]) -> frozenset[str]:
   """Names `model` sows into 'intermediates' on one image of `image_shape` (traced, not run)."""
   init = functools.partial(model.init, train=False, mutable=True)

@@ -10,9 +10,9 @@ labels; `python -m tod_jax.label` imports the answers. Run again after labeling.
 import os
 
 import ml_collections
-from absl import app, flags
+from absl import flags
 
-from tod_jax import cli, devices, driver, label_sources, rundir
+from tod_jax import cli, driver, label_sources, rundir
 from tod_jax.errors import ConfigError, UserError
 
 FLAGS = flags.FLAGS
@@ -45,7 +45,7 @@ def query(config: ml_collections.ConfigDict, workdir: str, fresh_start: bool = F
 
   `fresh_start`: as in driver.run.
   """
-  if config.distributed:
+  if config.distributed.enabled:
     raise ConfigError('tod_jax.query runs on one host: a person labels between its rounds, so '
                       'there is no long run to spread over hosts; drop --config.distributed.')
   if config.labels != 'ledger':
@@ -74,10 +74,9 @@ def query(config: ml_collections.ConfigDict, workdir: str, fresh_start: bool = F
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  del argv  # cli.run refuses arguments besides the flags.
   config = load_config(FLAGS.workdir, FLAGS.config)
-  devices.setup_devices(config)
+  driver.setup_devices(config)
   if FLAGS.num_cycles > 0:
     config.num_cycles = FLAGS.num_cycles  # A resumable change (rundir.RESUMABLE_CHANGES).
   print(query(config, FLAGS.workdir, FLAGS.fresh_start))

@@ -4,7 +4,8 @@ A name can be registered once: a second registration is refused, so a plug-in
 cannot silently replace a built-in part.
 """
 
-from typing import Callable, Generic, Iterator, TypeVar
+import contextlib
+from typing import Generic, Iterator, TypeVar
 
 from tod_jax.errors import ConfigError
 
@@ -25,9 +26,14 @@ class Registry(Generic[T]):
     self._entries[name] = value
     return value
 
-  def decorator(self, name: str) -> Callable[[T], T]:
-    """`@registry.decorator('name')` registers the decorated object."""
-    return lambda value: self.register(name, value)
+  @contextlib.contextmanager
+  def scoped(self) -> Iterator[None]:
+    """Whatever is registered inside is gone outside (tests leave the registry as found)."""
+    entries = dict(self._entries)
+    try:
+      yield
+    finally:
+      self._entries = entries
 
   def get(self, name: str) -> T:
     if name not in self._entries:

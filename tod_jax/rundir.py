@@ -11,35 +11,35 @@ through this module. Only process 0 writes files (multi-host runs).
 
 import json
 import os
-from typing import Any, Optional
+from typing import Optional
 
 import jax
 import ml_collections
 import numpy as np
 
-from tod_jax import checkpointing, devices, precision, sharded_map
+from tod_jax import (checkpointing, configs, devices, files, metric_writers, precision,
+                     sharded_map)
 from tod_jax.cycle import CycleRecord, CycleState, Experiment
 from tod_jax.errors import ConfigError, MissingFileError
 
 CONFIG, METRICS = 'config.json', 'metrics.jsonl'
-# Config fields that may change when a run is resumed.
+# Config fields ('group.field' in a group; a group's name: all its fields) that may change when
+# a run is resumed.
 RESUMABLE_CHANGES = frozenset(
     {'num_cycles', 'progress_bar', 'tensorboard', 'score_chunk_size', 'data_dir',
-     'data_on_device', 'device_data_max_bytes', 'distributed', 'coordinator_address',
-     'num_processes', 'process_id', 'num_cpu_devices', 'distributed_timeout', 'host_pool',
+     'data_on_device', 'device_data_max_bytes', 'distributed', 'num_cpu_devices',
      'cpu_convolutions', 'deterministic', 'precision'})
 # Config fields added after runs were saved: a config.json without one had this value.
-ADDED_FIELDS = {'label_noise': 0.0, 'label_noise_seed': 0, 'snapshot_intervals': '',
-                'compute_dtype': 'float32', 'tod_loss_form': 'paper', 'cod_interval': 'cycle',
-                'vaal_latent_size': 32, 'vaal_width': 128, 'vaal_discriminator_width': 512,
-                'vaal_beta': 1.0, 'vaal_adversary_weight': 1.0, 'vaal_learning_rate': 5e-4,
-                'vaal_batch_size': 64, 'vaal_vae_steps': 2, 'vaal_discriminator_steps': 1,
-                'vaal_iteration_fraction': 0.25, 'init_checkpoint': '', 'host_pool': False,
-                'cpu_convolutions': 'xla_default', 'param_init': 'flax',
-                # Runs before the precision policy ran every phase at JAX's default.
-                'precision': dict.fromkeys(precision.PHASES, 'default'), 'deterministic': False}
-# Fields renamed since: old name -> new name.
-RENAMED_FIELDS = {'extra_baselines': 'snapshot_intervals', 'loss_baseline': 'loss_teacher'}
+ADDED_FIELDS = {
+    'label_noise': 0.0, 'label_noise_seed': 0, 'snapshot_intervals': '',
+    'compute_dtype': 'float32', 'tod_loss_form': 'paper', 'cod_interval': 'cycle',
+    'vaal.latent_size': 32, 'vaal.width': 128, 'vaal.discriminator_width': 512, 'vaal.beta': 1.0,
+    'vaal.adversary_weight': 1.0, 'vaal.learning_rate': 5e-4, 'vaal.batch_size': 64,
+    'vaal.vae_steps': 2, 'vaal.discriminator_steps': 1, 'vaal.iteration_fraction': 0.25,
+    'init_checkpoint': '', 'distributed.host_pool': False, 'cpu_convolutions': 'xla_default',
+    'param_init': 'flax', 'deterministic': False,
+    # Runs before the precision policy ran every phase at JAX's default.
+    **{f'precision.{phase}': 'default' for phase in precision.PHASES}}
 
 
 class ConfigMismatchError(ConfigError):
@@ -77,9 +77,11 @@ def check_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   path = os.path.join(workdir, CONFIG)
   if not os.path.exists(path):
     return
-  saved, current = _saved_fields(path), json.loads(config.to_json())
+  saved = configs.flatten(_saved_fields(path))
+  current = configs.flatten(json.loads(config.to_json()))
   diffs = sorted(k for k in set(saved) | set(current)
-                 if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
+                 if k not in RESUMABLE_CHANGES and k.split('.')[0] not in RESUMABLE_CHANGES
+                 and saved.get(k) != current.get(k))
   if diffs:
     detail = ', '.join(f'{k}: {saved.get(k)!r} there, {current.get(k)!r} now' for k in diffs)
     raise ConfigMismatchError(
@@ -91,17 +93,17 @@ def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   """Creates `workdir` and writes its config.json (process 0; an unchanged one is kept)."""
   if is_writer():
     os.makedirs(workdir, exist_ok=True)
-    checkpointing.write_atomic(os.path.join(workdir, CONFIG),
+    files.write_atomic(os.path.join(workdir, CONFIG),
                                json.dumps(json.loads(config.to_json()), indent=2,
                                           sort_keys=True))
 
 
 def _saved_fields(path: str) -> dict:
-  """A saved config.json's fields under today's names, with ADDED_FIELDS filled in."""
+  """A saved config.json's fields under today's names and groups, with ADDED_FIELDS filled
+  in (nested dicts, as config.to_json())."""
   with open(path) as f:
-    saved = json.load(f)
-  saved = {RENAMED_FIELDS.get(k, k): v for k, v in saved.items()}
-  return {**ADDED_FIELDS, **saved}
+    saved = configs.flatten(json.load(f))
+  return configs.unflatten({**ADDED_FIELDS, **{configs.new_name(k, v): v for k, v in saved.items()}})
 
 
 def saved_config(workdir: str) -> ml_collections.ConfigDict:
@@ -125,7 +127,7 @@ def kept_cycle_message(workdir: str, cycle: int) -> str:
 def write_metrics(workdir: str, records) -> None:
   """metrics.jsonl, one line per completed cycle, rewritten from the checkpointed records."""
   if is_writer():
-    checkpointing.write_atomic(os.path.join(workdir, METRICS),
+    files.write_atomic(os.path.join(workdir, METRICS),
                                ''.join(json.dumps(r) + '\n' for r in records))
 
 
@@ -153,8 +155,8 @@ def _tree(state: CycleState, snapshots: Optional[dict]) -> dict:
 def meta(state: CycleState, record: CycleRecord) -> dict:
   """The JSON part of cycle state.cycle's checkpoint."""
   scores = record.query_scores
-  out = {'cycle': state.cycle, 'labeled': checkpointing.indices_to_json(state.labeled),
-         'queried': checkpointing.indices_to_json(record.queried),
+  out = {'cycle': state.cycle, 'labeled': files.indices_to_json(state.labeled),
+         'queried': files.indices_to_json(record.queried),
          'query_scores': None if scores is None else [float(x) for x in scores],
          'query_order': record.query_order, 'records': list(state.records)}
   if record.snapshot_steps_back:
@@ -199,9 +201,9 @@ def final_labeled(workdir: str) -> Optional[np.ndarray]:
     checkpointer.close()
 
 
-def tensorboard_writer(workdir: str, config: ml_collections.ConfigDict) -> Any:
-  """A tensorboardX SummaryWriter under workdir/tensorboard on process 0, else None."""
+def metric_writer(workdir: str, config: ml_collections.ConfigDict
+                  ) -> metric_writers.MetricWriter:
+  """TensorBoard events under workdir/tensorboard on process 0 (config.tensorboard), else none."""
   if not (config.tensorboard and is_writer()):
-    return None
-  import tensorboardX  # pylint: disable=import-outside-toplevel
-  return tensorboardX.SummaryWriter(os.path.join(workdir, 'tensorboard'))
+    return metric_writers.NullWriter()
+  return metric_writers.TensorBoardWriter(os.path.join(workdir, 'tensorboard'))

@@ -16,13 +16,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from tod_jax import (badge, input_pipeline, loss_prediction, metrics, precision, tod,
+from tod_jax import (augment, badge, caches, loss_prediction, metrics, precision, tod,
                      uncertainty)
 from tod_jax.sharded_map import PoolMapper, make_mesh
 
 
 def _logits(apply_fn, mean, std, variables, images):
-  return apply_fn(variables, input_pipeline.normalize(images, mean, std), train=False)
+  return apply_fn(variables, augment.normalize(images, mean, std), train=False)
 
 
 def _outputs(apply_fn, mean, std, output, variables, images):
@@ -35,7 +35,7 @@ def _uncertainty(apply_fn, mean, std, measure, variables, images):
 
 
 def _logits_and_intermediates(apply_fn, mean, std, variables, images):
-  logits, state = apply_fn(variables, input_pipeline.normalize(images, mean, std), train=False,
+  logits, state = apply_fn(variables, augment.normalize(images, mean, std), train=False,
                            mutable=['intermediates'])
   # float32 even under bfloat16 compute: distances (core-set, BADGE) need the precision.
   return logits, jax.tree.map(lambda a: a.astype(jnp.float32), state['intermediates'])
@@ -62,7 +62,7 @@ def _predicted_loss(apply_fn, mean, std, variables_and_head, images):
 
 def _mc_probabilities(apply_fn, mean, std, num_samples, variables_and_rng, images):
   variables, rng = variables_and_rng
-  x = input_pipeline.normalize(images, mean, std)
+  x = augment.normalize(images, mean, std)
   one_pass = lambda key: jax.nn.softmax(
       apply_fn(variables, x, train=False, dropout=True, rngs={'dropout': key}), axis=-1)
   # [T, B, (H, W,) K] -> [B, (H, W,) T, K]: measures over [..., T, K] then work per pixel.
@@ -226,7 +226,7 @@ class Scorer:
     return per_sample.astype(np.int64).sum(0)
 
 
-@functools.lru_cache(maxsize=16)
+@caches.memoize
 def shared_scorer(model: nn.Module, mean: tuple, std: tuple, output: str, chunk_size: int,
                   mesh: Mesh, score_precision: str = precision.DEFAULTS['score'],
                   evaluate_precision: str = precision.DEFAULTS['evaluate']) -> Scorer:

@@ -10,10 +10,10 @@ import os
 import sys
 from typing import Sequence, TextIO
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from tod_jax import candidates as candidates_lib
-from tod_jax import cli, input_pipeline, model_selection
+from tod_jax import cli, datasets, driver, model_selection
 from tod_jax.model_selection import METHOD_NAMES
 
 FLAGS = flags.FLAGS
@@ -51,15 +51,14 @@ def report(names: Sequence[str], outputs: Sequence[model_selection.CandidateOutp
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  del argv  # cli.run refuses arguments besides the flags.
   for method in FLAGS.methods:
     if method not in model_selection.METHODS:
       raise app.UsageError(f'Unknown method {method!r} in --methods; use some of '
                            f'{sorted(model_selection.METHODS)}.')
-  logging.set_verbosity(logging.WARNING)  # Orbax logs every restore step at INFO.
   config = FLAGS.config
-  dataset = input_pipeline.load_dataset(config)
+  driver.setup_devices(config)  # Before any other JAX call.
+  dataset = datasets.load_dataset(config)
   outputs = model_selection.load_outputs(FLAGS.candidates, config, dataset, FLAGS.baseline)
   labels = dataset.test_labels if dataset.test_labels is not None and len(
       dataset.test_labels) else None

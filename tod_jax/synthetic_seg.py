@@ -11,7 +11,7 @@ arrays.
 
 import numpy as np
 
-from tod_jax import input_pipeline
+from tod_jax.dataset import Dataset, pool_statistics
 
 CLASSES = ('background', 'circle', 'square', 'triangle', 'cross')
 IGNORE_LABEL = 255
@@ -60,10 +60,9 @@ def generate(num_images: int, size: int, seed: int) -> tuple[np.ndarray, np.ndar
 
 
 def load(seed: int = 0, num_train: int = 400, num_test: int = 100,
-         size: int = 32) -> input_pipeline.Dataset:
+         size: int = 32) -> Dataset:
   """The 'synthetic_seg' dataset: a pool of `num_train` and a test set of `num_test`."""
   train_x, train_y = generate(num_train, size, seed)
   test_x, test_y = generate(num_test, size, seed + 1)
-  scaled = train_x.reshape(-1, 3).astype(np.float64) / 255.0
-  return input_pipeline.Dataset('synthetic_seg', train_x, train_y, test_x, test_y, len(CLASSES),
-                                tuple(scaled.mean(0)), tuple(scaled.std(0)), IGNORE_LABEL)
+  return Dataset('synthetic_seg', train_x, train_y, test_x, test_y, len(CLASSES),
+                 *pool_statistics(train_x), IGNORE_LABEL)

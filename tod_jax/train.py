@@ -3,7 +3,7 @@
 import dataclasses
 import functools
 import math
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import chex
 import jax
@@ -15,9 +15,10 @@ import tqdm
 
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from tod_jax import host_pool, input_pipeline, loss_forms, loss_prediction, precision, tod
+from tod_jax import (augment, batches, caches, loss_forms, loss_prediction, metric_writers,
+                     precision, tod)
+from tod_jax.dataset import Dataset
 from tod_jax.errors import ConfigError, UserError
-from tod_jax.input_pipeline import Dataset
 from tod_jax.sharded_map import DATA_AXIS, make_mesh, put
 from tod_jax.train_state import TrainState
 
@@ -56,7 +57,7 @@ class StepSettings:
     return cls(bool(config.semi), config.tod_loss_form, float(config.tod_weight),
                config.loss_output, config.loss_teacher, float(config.ema_decay),
                bool(config.ema_warmup), int(config.crop_padding), bool(config.flip),
-               int(config.crop_size), float(config.ll4al_weight), float(config.ll4al_margin),
+               int(config.crop_size), float(config.ll4al.weight), float(config.ll4al.margin),
                tuple(dataset.mean), tuple(dataset.std), dataset.ignore_label,
                config.precision.train)
 
@@ -65,98 +66,136 @@ class StepSettings:
     return loss_forms.get(self.loss_form)
 
 
-def _prepare(s: StepSettings, key: chex.PRNGKey, images: chex.Array, masks: Optional[chex.Array],
-             segmentation: bool) -> tuple[chex.Array, Optional[chex.Array]]:
+class Batch(NamedTuple):
+  """A step's inputs after augmentation and normalisation."""
+  labeled: chex.Array  # [B, H, W, C] float.
+  labels: chex.Array  # [B] or per-pixel [B, H, W] int.
+  unlabeled: Optional[chex.Array]  # [U, H, W, C] float; None without the TOD loss.
+
+
+class Forward(NamedTuple):
+  """The model's training-mode outputs on a Batch."""
+  labeled: chex.Array  # Logits on batch.labeled.
+  unlabeled: Optional[chex.Array]  # Logits on batch.unlabeled, or None.
+  intermediates: tuple[Any, Any]  # What the model sowed on each (for heads and LL4AL).
+  batch_stats: Any  # BatchNorm statistics after the passes.
+
+
+class Teacher(NamedTuple):
+  """The target of Eq. 7 on a Batch."""
+  labeled: Optional[chex.Array]  # Outputs on batch.labeled (the reference form), or None.
+  unlabeled: chex.Array  # Outputs on batch.unlabeled.
+  batch_stats: Any  # The EMA model's BatchNorm statistics after its passes.
+
+
+class LossTerms(NamedTuple):
+  """What the loss reports besides its value."""
+  batch_stats: Any
+  logits: chex.Array  # On the labeled batch.
+  supervised: chex.Array
+  unsupervised: chex.Array
+  ranking: chex.Array  # LL4AL's; 0 without its module.
+
+
+def _prepare(settings: StepSettings, key: chex.PRNGKey, images: chex.Array,
+             masks: Optional[chex.Array], segmentation: bool
+             ) -> tuple[chex.Array, Optional[chex.Array]]:
   """Augmented, normalised images; segmentation masks get the same crop and flip."""
   if segmentation:
-    images, masks = input_pipeline.augment_segmentation(key, images, masks, s.crop_size, s.flip)
+    images, masks = augment.augment_segmentation(key, images, masks, settings.crop_size,
+                                                 settings.flip)
   else:
-    images = input_pipeline.augment(key, images, s.crop_padding, s.flip)
-  return input_pipeline.normalize(images, s.mean, s.std), masks
+    images = augment.augment(key, images, settings.crop_padding, settings.flip)
+  return augment.normalize(images, settings.mean, settings.std), masks
 
 
-def _student(s: StepSettings, state: TrainState, params: Any, x_l: chex.Array,
-             x_u: Optional[chex.Array], rng: chex.PRNGKey, collect: tuple[str, ...]):
+def _student(settings: StepSettings, state: TrainState, params: Any, batch: Batch,
+             rng: chex.PRNGKey, collect: tuple[str, ...]) -> Forward:
   """The model in training mode on the labeled and unlabeled batch.
 
   One BatchNorm batch for both ('paper'), or two forward passes in turn ('reference').
-  Returns (logits_l, logits_u or None, sown intermediates of each, new batch_stats).
   """
   mutable = ['batch_stats', *collect]
   run = lambda stats, x, key: state.apply_fn({'params': params, 'batch_stats': stats}, x,
                                              train=True, mutable=mutable, rngs={'dropout': key})
-  if x_u is None or s.form.separate_batches:
+  x_l, x_u = batch.labeled, batch.unlabeled
+  if x_u is None or settings.form.separate_batches:
     logits_l, upd_l = run(state.batch_stats, x_l, rng)
     if x_u is None:
-      return logits_l, None, upd_l.get('intermediates', {}), {}, upd_l['batch_stats']
+      return Forward(logits_l, None, (upd_l.get('intermediates', {}), {}), upd_l['batch_stats'])
     logits_u, upd_u = run(upd_l['batch_stats'], x_u, jax.random.fold_in(rng, 1))
-    return (logits_l, logits_u, upd_l.get('intermediates', {}), upd_u.get('intermediates', {}),
-            upd_u['batch_stats'])
+    return Forward(logits_l, logits_u,
+                   (upd_l.get('intermediates', {}), upd_u.get('intermediates', {})),
+                   upd_u['batch_stats'])
   n_l = x_l.shape[0]
   logits, upd = run(state.batch_stats, jnp.concatenate([x_l, x_u]), rng)
   inter = upd.get('intermediates', {})
-  return (logits[:n_l], logits[n_l:], jax.tree.map(lambda a: a[:n_l], inter),
-          jax.tree.map(lambda a: a[n_l:], inter), upd['batch_stats'])
+  return Forward(logits[:n_l], logits[n_l:], (jax.tree.map(lambda a: a[:n_l], inter),
+                                              jax.tree.map(lambda a: a[n_l:], inter)),
+                 upd['batch_stats'])
 
 
-def _teacher(s: StepSettings, state: TrainState, x_l: chex.Array, x_u: chex.Array,
-             rng: chex.PRNGKey) -> tuple[Optional[chex.Array], chex.Array, Any]:
-  """The baseline of Eq. 7 on the batches: (outputs on x_l or None, on x_u, EMA BN statistics).
+def _teacher(settings: StepSettings, state: TrainState, batch: Batch,
+             rng: chex.PRNGKey) -> Teacher:
+  """The baseline of Eq. 7 on the batches.
 
   'ema': the EMA model in training mode with its own BatchNorm statistics (authors'
   code); 'cyclic': the fixed previous-cycle model w_{c-1} in inference mode.
   """
-  if s.loss_teacher == 'cyclic':
+  on_labeled = settings.form.teacher_on_labeled
+  if settings.loss_teacher == 'cyclic':
     if state.teacher_variables is None:
       raise ValueError("loss_teacher='cyclic' needs the state's teacher_variables (w_{c-1}); "
                        'pass teacher_variables= to create_train_state.')
     run = lambda x: state.apply_fn(state.teacher_variables, x, train=False)
-    return (run(x_l) if s.form.teacher_on_labeled else None), run(x_u), state.ema_batch_stats
+    return Teacher(run(batch.labeled) if on_labeled else None, run(batch.unlabeled),
+                   state.ema_batch_stats)
   stats = state.ema_batch_stats
   outputs = []
-  for i, x in enumerate([x_l, x_u] if s.form.teacher_on_labeled else [x_u]):
+  for i, x in enumerate([batch.labeled, batch.unlabeled] if on_labeled else [batch.unlabeled]):
     logits, upd = state.apply_fn({'params': state.ema_params, 'batch_stats': stats}, x,
                                  train=True, mutable=['batch_stats'],
                                  rngs={'dropout': jax.random.fold_in(rng, i + 1)})
     outputs.append(logits)
     stats = upd['batch_stats']
-  teacher_l = outputs[0] if s.form.teacher_on_labeled else None
-  return teacher_l, outputs[-1], stats
+  return Teacher(outputs[0] if on_labeled else None, outputs[-1], stats)
 
 
-def _unsupervised(s: StepSettings, params: Any, logits: tuple, inter: tuple,
-                  teacher: tuple) -> chex.Array:
-  """The unsupervised term of Eq. 9 in form s.loss_form (tod_jax.loss_forms)."""
-  out = lambda a: tod.model_output(a, s.loss_output)
-  if not s.form.consistency_head:
-    return loss_forms.paper(out(logits[1]), out(teacher[1]))
+def _unsupervised(settings: StepSettings, params: Any, forward: Forward,
+                  teacher: Teacher) -> chex.Array:
+  """The unsupervised term of Eq. 9 in form settings.loss_form (tod_jax.loss_forms)."""
+  out = lambda a: tod.model_output(a, settings.loss_output)
+  if not settings.form.consistency_head:
+    return loss_forms.paper(out(forward.unlabeled), out(teacher.unlabeled))
   if loss_forms.CONSISTENCY_HEAD not in params:
-    raise ValueError(f"tod_loss_form={s.loss_form!r} trains a consistency head, but the params "
-                     'have none; build them with init_variables(..., consistency_head=True).')
+    raise ValueError(f'tod_loss_form={settings.loss_form!r} trains a consistency head, but the '
+                     'params have none; build them with init_variables(..., '
+                     'consistency_head=True).')
   head = params[loss_forms.CONSISTENCY_HEAD]
-  heads = tuple(out(loss_forms.consistency_head(head, i['features'][0])) for i in inter)
-  return loss_forms.reference(tuple(map(out, logits)), heads, tuple(map(out, teacher)))
+  heads = tuple(out(loss_forms.consistency_head(head, i['features'][0]))
+                for i in forward.intermediates)
+  return loss_forms.reference((out(forward.labeled), out(forward.unlabeled)), heads,
+                              (out(teacher.labeled), out(teacher.unlabeled)))
 
 
-def _loss(s: StepSettings, state: TrainState, params: Any, head_params: Any, x_l: chex.Array,
-          labels: chex.Array, x_u: Optional[chex.Array], teacher: tuple, rng: chex.PRNGKey,
-          detach_loss_head: bool):
-  """Eq. 9 (+ LL4AL's ranking loss with a loss prediction module); returns (loss, aux)."""
+def _loss(settings: StepSettings, state: TrainState, params: Any, head_params: Any,
+          batch: Batch, teacher: Optional[Teacher], rng: chex.PRNGKey,
+          detach_loss_head: bool) -> tuple[chex.Array, LossTerms]:
+  """Eq. 9 (+ LL4AL's ranking loss with a loss prediction module)."""
   with_head = head_params is not None
-  collect = ('intermediates',) if with_head or s.form.consistency_head else ()
-  logits_l, logits_u, inter_l, inter_u, batch_stats = _student(s, state, params, x_l, x_u,
-                                                               rng, collect)
-  sup = tod.supervised_loss(logits_l, labels, ignore_label=s.ignore_label)
-  unsup = (_unsupervised(s, params, (logits_l, logits_u), (inter_l, inter_u), teacher)
-           if x_u is not None else jnp.zeros(()))
-  loss = tod.overall_loss(sup, unsup, s.tod_weight if x_u is not None else 0.0)
+  collect = ('intermediates',) if with_head or settings.form.consistency_head else ()
+  forward = _student(settings, state, params, batch, rng, collect)
+  sup = tod.supervised_loss(forward.labeled, batch.labels, ignore_label=settings.ignore_label)
+  semi = batch.unlabeled is not None
+  unsup = _unsupervised(settings, params, forward, teacher) if semi else jnp.zeros(())
+  loss = tod.overall_loss(sup, unsup, settings.tod_weight if semi else 0.0)
   ranking = jnp.zeros(())
   if with_head:  # LL4AL: rank the labeled samples' true losses.
-    predicted = loss_prediction.predict(head_params, inter_l, detach_loss_head)
-    true_losses = optax.softmax_cross_entropy_with_integer_labels(logits_l, labels)
-    ranking = loss_prediction.ranking_loss(predicted, true_losses, s.ll4al_margin)
-    loss = loss + s.ll4al_weight * ranking
-  return loss, (batch_stats, logits_l, sup, unsup, ranking)
+    predicted = loss_prediction.predict(head_params, forward.intermediates[0], detach_loss_head)
+    true_losses = optax.softmax_cross_entropy_with_integer_labels(forward.labeled, batch.labels)
+    ranking = loss_prediction.ranking_loss(predicted, true_losses, settings.ll4al_margin)
+    loss = loss + settings.ll4al_weight * ranking
+  return loss, LossTerms(forward.batch_stats, forward.labeled, sup, unsup, ranking)
 
 
 def _update_loss_head(state: TrainState, head_grads: Any) -> TrainState:
@@ -167,10 +206,10 @@ def _update_loss_head(state: TrainState, head_grads: Any) -> TrainState:
                        loss_head_opt_state=opt_state)
 
 
-def _update_ema(s: StepSettings, state: TrainState, ema_batch_stats: Any,
+def _update_ema(settings: StepSettings, state: TrainState, ema_batch_stats: Any,
                 ema_forward: bool) -> TrainState:
   """Eq. 6 on the parameters; without an EMA forward pass the BN statistics are averaged too."""
-  decay = tod.ema_decay(state.step, s.ema_decay, s.ema_warmup)
+  decay = tod.ema_decay(state.step, settings.ema_decay, settings.ema_warmup)
   if not ema_forward:
     ema_batch_stats = tod.ema_update(state.batch_stats, ema_batch_stats, decay)
   return state.replace(ema_params=tod.ema_update(state.params, state.ema_params, decay),
@@ -183,7 +222,7 @@ def train_step(state: TrainState, labeled: dict, unlabeled: dict, rng: chex.PRNG
   """One SGD step on CE(labeled) + lambda * TOD(unlabeled) (Eq. 9), then the EMA update (Eq. 6).
 
   With a loss prediction module in the state (LL4AL), its margin ranking loss
-  on the labeled batch is added with weight ll4al_weight.
+  on the labeled batch is added with weight ll4al.weight.
 
   Args:
     state: current train state.
@@ -197,32 +236,32 @@ def train_step(state: TrainState, labeled: dict, unlabeled: dict, rng: chex.PRNG
     (segmentation: pixel accuracy over non-ignored pixels; 'ranking_loss' with a loss
     prediction module).
   """
-  s = settings
   rng = jax.random.fold_in(rng, state.step)
   aug_l, aug_u, dropout_rng = jax.random.split(rng, 3)
   segmentation = labeled['label'].ndim == 3  # Per-pixel masks; static under jit.
-  x_l, labels = _prepare(s, aug_l, labeled['image'], labeled['label'], segmentation)
-  x_u = _prepare(s, aug_u, unlabeled['image'], None, segmentation)[0] if s.semi else None
-  teacher, ema_stats = (None, None), state.ema_batch_stats
-  if s.semi:
-    *teacher, ema_stats = _teacher(s, state, x_l, x_u, dropout_rng)
+  x_l, labels = _prepare(settings, aug_l, labeled['image'], labeled['label'], segmentation)
+  x_u = (_prepare(settings, aug_u, unlabeled['image'], None, segmentation)[0] if settings.semi
+         else None)
+  batch = Batch(x_l, labels, x_u)
+  teacher = _teacher(settings, state, batch, dropout_rng) if settings.semi else None
+  ema_stats = state.ema_batch_stats if teacher is None else teacher.batch_stats
   with_head = state.loss_head_params is not None
   grad_fn = jax.value_and_grad(
-      lambda p, h: _loss(s, state, p, h, x_l, labels, x_u, tuple(teacher), dropout_rng,
-                         detach_loss_head), argnums=(0, 1), has_aux=True)
-  (loss, (batch_stats, logits_l, sup, unsup, ranking)), (grads, head_grads) = grad_fn(
-      state.params, state.loss_head_params)
+      lambda p, h: _loss(settings, state, p, h, batch, teacher, dropout_rng, detach_loss_head),
+      argnums=(0, 1), has_aux=True)
+  (loss, terms), (grads, head_grads) = grad_fn(state.params, state.loss_head_params)
   if with_head:
     state = _update_loss_head(state, head_grads)
-  state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-  state = _update_ema(s, state, ema_stats, s.semi and s.loss_teacher == 'ema')
-  counted = (jnp.ones(labels.shape, bool) if s.ignore_label is None
-             else labels != s.ignore_label)
-  correct = (jnp.argmax(logits_l, -1) == labels) & counted
-  metrics = {'loss': loss, 'sup_loss': sup, 'unsup_loss': unsup,
+  state = state.apply_gradients(grads=grads, batch_stats=terms.batch_stats)
+  state = _update_ema(settings, state, ema_stats,
+                      settings.semi and settings.loss_teacher == 'ema')
+  counted = (jnp.ones(labels.shape, bool) if settings.ignore_label is None
+             else labels != settings.ignore_label)
+  correct = (jnp.argmax(terms.logits, -1) == labels) & counted
+  metrics = {'loss': loss, 'sup_loss': terms.supervised, 'unsup_loss': terms.unsupervised,
              'accuracy': jnp.sum(correct) / jnp.maximum(jnp.sum(counted), 1)}
   if with_head:
-    metrics['ranking_loss'] = ranking
+    metrics['ranking_loss'] = terms.ranking
   return state, metrics
 
 
@@ -266,7 +305,7 @@ def make_train_step(config: ml_collections.ConfigDict, dataset: Dataset,
   return _make_step(StepSettings.create(config, dataset), mesh, indexed)
 
 
-@functools.lru_cache(maxsize=16)
+@caches.memoize
 def _make_step(settings: StepSettings, mesh: Mesh, indexed: bool) -> Callable:
   """make_train_step's step, one per setting, so every cycle (and run) reuses its compilation."""
   replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
@@ -290,63 +329,6 @@ def _make_step(settings: StepSettings, mesh: Mesh, indexed: bool) -> Callable:
   return step
 
 
-def steps_per_epoch(num_labeled: int, batch_size: int) -> int:
-  return max(1, math.ceil(num_labeled / batch_size))
-
-
-def epoch_indices(np_rng: np.random.Generator, labeled: np.ndarray, unlabeled: np.ndarray,
-                  config: ml_collections.ConfigDict) -> tuple[np.ndarray, list]:
-  """One epoch's batches as pool indices: (labeled [steps, batch], unlabeled per step).
-
-  The labeled set is shuffled and the last batch topped up from the start of the
-  shuffle, so every batch has config.batch_size samples; each step also draws
-  config.unlabeled_batch_size unlabeled samples (None without the TOD loss).
-  """
-  n_steps = steps_per_epoch(len(labeled), config.batch_size)
-  order = np.resize(np_rng.permutation(labeled), n_steps * config.batch_size)
-  order = order.reshape(n_steps, config.batch_size).astype(np.int32)
-  if not config.semi:
-    return order, [None] * n_steps
-  unl = np_rng.choice(unlabeled, size=(n_steps, config.unlabeled_batch_size),
-                      replace=len(unlabeled) < n_steps * config.unlabeled_batch_size)
-  return order, list(unl.astype(np.int32))
-
-
-def host_epoch_indices(np_rng: np.random.Generator, labeled: np.ndarray,
-                       unlabeled: np.ndarray, config: ml_collections.ConfigDict,
-                       images: host_pool.HostShard, sharded: NamedSharding
-                       ) -> tuple[np.ndarray, list]:
-  """epoch_indices for a pool split over hosts: the rows of every batch that sit on
-  process p's devices hold samples of process p's block (host_pool.block_batches)."""
-  n_steps = steps_per_epoch(len(labeled), config.batch_size)
-  order = host_pool.block_batches(np_rng, labeled, images.bounds,
-                                  host_pool.process_rows(sharded, config.batch_size), n_steps,
-                                  config.batch_size)
-  if not config.semi:
-    return order.astype(np.int32), [None] * n_steps
-  unl = host_pool.block_batches(
-      np_rng, unlabeled, images.bounds,
-      host_pool.process_rows(sharded, config.unlabeled_batch_size), n_steps,
-      config.unlabeled_batch_size, replace=True, what='unlabeled')
-  return order.astype(np.int32), list(unl.astype(np.int32))
-
-
-def _device_batches(dataset: Dataset, pool: Optional[dict], order: np.ndarray, unl: list,
-                    sharded: NamedSharding) -> Iterator[tuple]:
-  """The step's batch arguments: indices into the device-resident `pool`, or streamed images
-  (of a pool split over hosts, each process reads the rows on its own devices)."""
-  if pool is not None:
-    return ((pool, *indices) for indices in
-            input_pipeline.prefetch_to_device(zip(order, unl), sharded))
-  images, read = dataset.train_images, lambda idx: dataset.train_images[idx]
-  if host_pool.is_sharded(images):
-    mine = functools.lru_cache(lambda n: host_pool.process_rows(sharded, n)[jax.process_index()])
-    read = lambda idx: images.take(idx, mine(len(idx)))
-  return input_pipeline.prefetch_to_device(
-      (({'image': read(o), 'label': dataset.train_labels[o]},
-        {} if u is None else {'image': read(u)}) for o, u in zip(order, unl)), sharded)
-
-
 def _epoch_summary(history: list[dict], cycle: int, epoch: int) -> dict:
   """Mean metrics of an epoch's steps; raises NonFiniteLossError if any is not finite."""
   metrics = {k: float(v) for k, v in jax.tree.map(
@@ -359,53 +341,62 @@ def _epoch_summary(history: list[dict], cycle: int, epoch: int) -> dict:
   return metrics
 
 
-def train_cycle(state: TrainState, dataset: Dataset, labeled: np.ndarray,
-                unlabeled: np.ndarray, config: ml_collections.ConfigDict,
-                np_rng: np.random.Generator, key: chex.PRNGKey, *, cycle: int,
-                mesh: Optional[Mesh] = None, writer: Any = None,
+@dataclasses.dataclass(frozen=True)
+class CycleInputs:
+  """What one cycle of training draws from: the pool, its labeled and unlabeled indices, and
+  the randomness (batches from `batch_rng`, augmentation and dropout from `key`)."""
+  dataset: Dataset
+  labeled: np.ndarray
+  unlabeled: np.ndarray
+  batch_rng: np.random.Generator
+  key: chex.PRNGKey
+  cycle: int  # 1-based; named by the progress bar and by errors.
+
+
+def train_cycle(state: TrainState, inputs: CycleInputs, config: ml_collections.ConfigDict, *,
+                mesh: Optional[Mesh] = None,
+                writer: metric_writers.MetricWriter = metric_writers.NullWriter(),
                 on_step: Optional[Callable[[TrainState, int], None]] = None
                 ) -> tuple[TrainState, dict]:
   """Trains `config.num_epochs` epochs over the labeled set, data-parallel over `mesh`.
 
   With a loss prediction module (LL4AL) its gradient into the model is stopped
-  from epoch round(config.ll4al_detach_at * num_epochs) on (LL4AL: 120 of 200).
-  Every batch has exactly `config.batch_size` samples (epoch_indices), so the step
-  compiles once. A pool that fits (input_pipeline.keeps_data_on_device) is put on
+  from epoch round(config.ll4al.detach_at * num_epochs) on (LL4AL: 120 of 200).
+  Every batch has exactly `config.batch_size` samples (batches.epoch), so the step
+  compiles once. A pool that fits (batches.keeps_data_on_device) is put on
   the devices once and each step receives only indices; a larger one is streamed,
-  two batches ahead. Both give the same result.
+  two batches ahead. Both give the same result. Each epoch's mean metrics go to
+  `writer` ('train/<name>' at the step count).
   Raises NonFiniteLossError (the state passed in is then unusable: it was donated)
   as soon as an epoch's loss is not finite. `on_step(state, steps_done)`, if
   given, runs after every step (steps counted from 1 in this call); it must copy
   what it keeps, because the next step donates the state's buffers.
   """
+  dataset = inputs.dataset
   mesh = mesh if mesh is not None else make_mesh()
-  on_device = input_pipeline.keeps_data_on_device(config, dataset)
+  on_device = batches.keeps_data_on_device(config, dataset)
   step_fn = make_train_step(config, dataset, mesh, indexed=on_device)
   replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
-  state, key = put(state, replicated), put(key, replicated)
+  state, key = put(state, replicated), put(inputs.key, replicated)
   pool = (put({'image': dataset.train_images, 'label': dataset.train_labels}, replicated)
           if on_device else None)
-  bar = tqdm.trange(config.num_epochs, desc=f'cycle {cycle} ({len(labeled)} labeled)',
+  bar = tqdm.trange(config.num_epochs,
+                    desc=f'cycle {inputs.cycle} ({len(inputs.labeled)} labeled)',
                     disable=not config.progress_bar, leave=False, dynamic_ncols=True)
   epoch_metrics, done = {}, 0
-  detach_from = round(config.ll4al_detach_at * config.num_epochs)
+  detach_from = round(config.ll4al.detach_at * config.num_epochs)
   for epoch in bar:
     detach = state.loss_head_params is not None and epoch >= detach_from
-    if host_pool.is_sharded(dataset.train_images):
-      order, unl = host_epoch_indices(np_rng, labeled, unlabeled, config,
-                                      dataset.train_images, sharded)
-    else:
-      order, unl = epoch_indices(np_rng, labeled, unlabeled, config)
+    order, unlabeled = batches.epoch(inputs.batch_rng, inputs.labeled, inputs.unlabeled, config,
+                                     dataset.train_images, sharded)
     history = []
-    for batch in _device_batches(dataset, pool, order, unl, sharded):
+    for batch in batches.device_batches(dataset, pool, order, unlabeled, sharded):
       state, metrics = step_fn(state, *batch, key, detach_loss_head=detach)
       history.append(metrics)
       done += 1
       if on_step is not None:
         on_step(state, done)
-    epoch_metrics = _epoch_summary(history, cycle, epoch)
+    epoch_metrics = _epoch_summary(history, inputs.cycle, epoch)
     bar.set_postfix(loss=f"{epoch_metrics['loss']:.4f}", acc=f"{epoch_metrics['accuracy']:.3f}")
-    if writer is not None:
-      for name, value in epoch_metrics.items():
-        writer.add_scalar(f'train/{name}', value, int(state.step))
+    writer.write_scalars(int(state.step), {f'train/{k}': v for k, v in epoch_metrics.items()})
   return state, epoch_metrics

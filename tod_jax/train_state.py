@@ -1,6 +1,5 @@
 """The train state: params, BatchNorm statistics, optimizer state and the EMA model."""
 
-import functools
 from typing import Any, Optional
 
 import chex
@@ -11,7 +10,7 @@ import ml_collections
 import optax
 from flax.training import train_state
 
-from tod_jax import initializers, loss_forms
+from tod_jax import caches, initializers, loss_forms
 from tod_jax.errors import ConfigError
 
 
@@ -56,7 +55,7 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
                     config.weight_decay, config.lr_decay_factor)
 
 
-@functools.lru_cache(maxsize=32)
+@caches.memoize
 def _optimizer(kind: str, learning_rate: float, momentum: float, weight_decay: float,
                decay_factor: float) -> optax.GradientTransformation:
 
@@ -74,10 +73,10 @@ def lr_decay_step(config: ml_collections.ConfigDict, num_steps: int) -> int:
   return int(config.lr_decay_at * num_steps)
 
 
-@functools.lru_cache(maxsize=16)
+@caches.memoize
 def _jitted_init(model: nn.Module):
   """One jitted `model.init` per model: a fresh `jax.jit(model.init)` misses jax's cache (a new
-  bound method each time) and recompiles, about 15 s for drn_tiny on a busy 2-core CPU."""
+  bound method each time) and would compile again for every run."""
   return jax.jit(model.init, static_argnames='train')
 
 

@@ -3,7 +3,7 @@
   records = trials.run_trials([(run_config, workdir), ...], processes, device_config)
 
 With K > 1, K worker processes are spawned (fresh interpreters, nothing shared with this
-one). Each first calls devices.setup_devices(device_config), as the command line does
+one). Each first calls driver.setup_devices(device_config), as the command line does
 before a sequential comparison, then takes runs one at a time and calls driver.run on
 each: a run computes what it computes alone, in its own workdir, resumed or skipped when
 finished. The first run that fails stops the comparison: the other workers are terminated
@@ -32,7 +32,7 @@ import jax
 import ml_collections
 from absl import flags, logging
 
-from tod_jax import devices
+from tod_jax import cli, devices, driver, models
 from tod_jax.errors import ConfigError, UserError
 
 MAX_AUTO_PROCESSES = 8
@@ -50,9 +50,11 @@ class TrialError(RuntimeError):
 def auto_processes(config: ml_collections.ConfigDict, num_trials: int, platform: str,
                    cores: Optional[int] = None, large_model: Optional[bool] = None) -> int:
   """The worker count of processes=0 (module docstring); at least 1, at most num_trials."""
-  if platform != 'cpu' or config.distributed:
+  if platform != 'cpu' or config.distributed.enabled:
     return 1
-  if devices.is_large_model(config) if large_model is None else large_model:
+  if large_model is None:
+    large_model = devices.is_large_model(lambda: models.parameter_count(config.model))
+  if large_model:
     return 1
   cores = cores or os.cpu_count() or 1
   return max(1, min(cores, MAX_AUTO_PROCESSES, num_trials))
@@ -64,9 +66,9 @@ def resolve_processes(processes: int, config: ml_collections.ConfigDict,
   config.distributed. Only the auto count starts JAX here (to see the platform)."""
   if processes < 0:
     raise ConfigError(f'--parallel must be 0 (auto) or a positive count; got {processes}.')
-  if processes > 1 and config.distributed:
+  if processes > 1 and config.distributed.enabled:
     raise ConfigError('--parallel > 1 runs several single-host runs at once; with '
-                      '--config.distributed=True pass --parallel=1.')
+                      '--config.distributed.enabled=True pass --parallel=1.')
   if processes == 0:
     return auto_processes(config, num_trials, jax.default_backend())
   return min(processes, max(num_trials, 1))
@@ -74,7 +76,6 @@ def resolve_processes(processes: int, config: ml_collections.ConfigDict,
 
 def run_one(config: ml_collections.ConfigDict, workdir: str, fresh_start: bool) -> list[dict]:
   """One run (tod_jax.driver.run); returns its metrics records."""
-  from tod_jax import driver  # pylint: disable=import-outside-toplevel
   logging.info('Run %s (strategy %s, seed %d)', workdir, config.strategy, config.seed)
   return driver.run(config, workdir, fresh_start=fresh_start)
 
@@ -98,9 +99,8 @@ def _start_worker(device_config: dict) -> None:
   """A worker's setup: log lines as on the command line, the devices of a sequential run."""
   flags.FLAGS.mark_as_parsed()  # absl logs through its handler only once flags are parsed.
   logging.use_absl_handler()  # absl.app.run does this on the command line.
-  from tod_jax import cli  # pylint: disable=import-outside-toplevel
   cli.setup_logging()
-  devices.setup_devices(ml_collections.ConfigDict(device_config))
+  driver.setup_devices(ml_collections.ConfigDict(device_config))
 
 
 def _run_task(config: dict, workdir: str, fresh_start: bool) -> list[dict]:

@@ -30,8 +30,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
-from tod_jax.input_pipeline import normalize
+from tod_jax import batches, caches
+from tod_jax.augment import normalize
+from tod_jax.sharded_map import PoolMapper, make_mesh
 
 BN_MOMENTUM = 0.9  # PyTorch's BatchNorm default (0.1 there), as in VAAL's code.
 
@@ -60,7 +63,7 @@ class UpConv(nn.Module):
   """nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding='SAME', use_bias=False), same
   kernel [4, 4, in, out] and outputs, computed as four 2x2 convs, one per output phase.
 
-  XLA's CPU gradient of a transposed conv (an input-dilated conv) is ~10x slower than
+  XLA's CPU gradient of a transposed conv (an input-dilated conv) is far slower than
   these plain convs; on accelerators both are fast. Output (2m + a, 2n + b) sums inputs
   (m - 1 + a .. m + a) x (n - 1 + b .. n + b) weighted by kernel[a::2, b::2].
   """
@@ -279,7 +282,7 @@ def train_step(vaal: Vaal, state: dict, labeled: chex.Array, unlabeled: chex.Arr
   # One forward over both batches: BatchNorm sees labeled and unlabeled together.
   x = normalize(jnp.concatenate([labeled, unlabeled]), vaal.mean, vaal.std)
   n, vae_loss_value, disc_loss_value = labeled.shape[0], 0.0, 0.0
-  # Unrolled: inside a lax.fori_loop the same updates ran ~20x slower on XLA's CPU backend.
+  # Unrolled: inside a lax.fori_loop XLA's CPU backend ran the same updates far slower.
   for i in range(vaal.vae_steps):
     state, vae_loss_value = vae_update(vaal, state, x, n, jax.random.fold_in(key, i))
   for i in range(vaal.discriminator_steps):
@@ -288,48 +291,37 @@ def train_step(vaal: Vaal, state: dict, labeled: chex.Array, unlabeled: chex.Arr
   return state, {'vae_loss': vae_loss_value, 'discriminator_loss': disc_loss_value}
 
 
-@functools.partial(jax.jit, static_argnums=0)
 def _unlabeled_probability(vaal: Vaal, state: dict, images: chex.Array) -> chex.Array:
   mu, _ = vaal.vae.apply(state['vae'], normalize(images, vaal.mean, vaal.std),
                          method=VAE.encode)
   return jax.nn.sigmoid(-vaal.discriminator.apply(state['discriminator'], mu))
 
 
+@caches.memoize
+def _prober(vaal: Vaal, chunk: int, mesh: Mesh, level: Optional[str]) -> PoolMapper:
+  """One pool mapper per setting: every cycle of a run scores with one compiled function."""
+  return PoolMapper(functools.partial(_unlabeled_probability, vaal), chunk, mesh, level)
+
+
 def unlabeled_probability(vaal: Vaal, state: dict, images: np.ndarray, indices: np.ndarray,
-                          chunk: int) -> np.ndarray:
+                          chunk: int, mesh: Optional[Mesh] = None,
+                          level: Optional[str] = None) -> np.ndarray:
   """1 - D(mu) per index: the discriminator's probability of "unlabeled" ([n] float32).
 
-  Networks in inference mode (BatchNorm running statistics); `chunk` images per call,
-  the last chunk padded so every call has one compiled shape.
+  Networks in inference mode (BatchNorm running statistics), over the pool in sharded
+  chunks of `chunk` images (sharded_map.PoolMapper) at precision `level`.
   """
-  indices = np.asarray(indices)
-  chunk = max(1, min(chunk, len(indices)))
-  out = []
-  for start in range(0, len(indices), chunk):
-    block = indices[start:start + chunk]
-    padded = np.concatenate([block, np.repeat(block[:1], chunk - len(block))])
-    out.append(np.asarray(_unlabeled_probability(vaal, state, images[padded]))[:len(block)])
-  return np.concatenate(out) if out else np.zeros((0,), np.float32)
+  return _prober(vaal, chunk, mesh if mesh is not None else make_mesh(), level)(
+      state, images, np.asarray(indices))
 
 
 def from_config(config: ml_collections.ConfigDict, image_shape: tuple[int, ...],
                 mean: tuple[float, ...], std: tuple[float, ...]) -> Vaal:
   """VAAL for images of `image_shape` (H, W, C) with the config's vaal_* settings."""
-  vae = VAE(tuple(image_shape), config.vaal_latent_size, config.vaal_width)
-  return Vaal(vae, Discriminator(config.vaal_discriminator_width), tuple(mean), tuple(std),
-              config.vaal_beta, config.vaal_adversary_weight, config.vaal_learning_rate,
-              config.vaal_vae_steps, config.vaal_discriminator_steps)
-
-
-def batch_indices(rng: np.random.Generator, indices: np.ndarray, batch_size: int,
-                  num_batches: int) -> np.ndarray:
-  """[num_batches, batch_size] draws from `indices`: shuffled passes, one after another.
-
-  A set smaller than a batch repeats within it, so every batch has one shape.
-  """
-  needed = num_batches * batch_size
-  passes = [rng.permutation(indices) for _ in range(-(-needed // len(indices)))]
-  return np.concatenate(passes)[:needed].reshape(num_batches, batch_size)
+  vae = VAE(tuple(image_shape), config.vaal.latent_size, config.vaal.width)
+  return Vaal(vae, Discriminator(config.vaal.discriminator_width), tuple(mean), tuple(std),
+              config.vaal.beta, config.vaal.adversary_weight, config.vaal.learning_rate,
+              config.vaal.vae_steps, config.vaal.discriminator_steps)
 
 
 def train(vaal: Vaal, state: dict, images: np.ndarray, labeled: np.ndarray,
@@ -339,8 +331,8 @@ def train(vaal: Vaal, state: dict, images: np.ndarray, labeled: np.ndarray,
 
   Returns (new state, the last iteration's losses as floats, or None without iterations).
   """
-  labeled_batches = batch_indices(rng, labeled, batch_size, num_iterations)
-  unlabeled_batches = batch_indices(rng, unlabeled, batch_size, num_iterations)
+  labeled_batches = batches.batched(rng, labeled, num_iterations, batch_size, 'passes')
+  unlabeled_batches = batches.batched(rng, unlabeled, num_iterations, batch_size, 'passes')
   losses = None
   for i in range(num_iterations):
     state, losses = train_step(vaal, state, images[labeled_batches[i]],

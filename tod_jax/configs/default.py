@@ -14,7 +14,7 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
 
   # Data.
-  config.dataset = 'cifar10'  # A name in tod_jax.input_pipeline.DATASETS (or tod_jax.run(dataset=)).
+  config.dataset = 'cifar10'  # A name in tod_jax.datasets.DATASETS (or tod_jax.run(dataset=)).
   config.data_dir = ''  # TFDS data_dir; '' uses the TFDS default (~/tensorflow_datasets).
   config.crop_padding = 4  # Zero padding before the random crop back to full size; 0: no crop.
   config.flip = True  # Random horizontal flip of training images.
@@ -61,28 +61,32 @@ def get_config() -> ml_collections.ConfigDict:
   config.score_output = 'softmax'  # Output compared by COD, Eq. 5: 'softmax' (authors' code) or 'logits'.
   config.cod_first_cycle = 'lowest'  # Cycle 1 COD vs initial weights: 'lowest' (authors' code) or 'highest' (paper's text).
   config.cod_interval = 'cycle'  # COD vs w_{c-1} ('cycle', Eq. 5) or a snapshot this far back, e.g. '1epoch'.
-  config.keep_outputs = True  # COD keeps w_c's pool outputs for cycle c+1: one pass per image.
-  config.kept_outputs_dtype = 'float32'  # 'float32' or 'bfloat16' storage of kept outputs.
-  config.kept_outputs_max_bytes = 2**30  # Above this COD runs both models instead (logged once).
+  # COD keeps w_c's pool outputs for cycle c+1: one forward pass per image (kept_outputs.py).
+  config.kept_outputs = ml_collections.ConfigDict()
+  config.kept_outputs.enabled = True
+  config.kept_outputs.dtype = 'float32'  # 'float32' or 'bfloat16' storage.
+  config.kept_outputs.max_bytes = 2**30  # Above this COD runs both models instead (logged once).
   config.loss_teacher = 'ema'  # w~ of Eq. 7: 'ema' (paper) or 'cyclic' (w_{c-1}, fixed; Fig. 12).
 
   config.snapshot_intervals = ''  # Also keep w_c this many steps/epochs back, e.g. '5steps,1epoch' (Fig. 7).
 
   # Other strategies.
   config.mc_samples = 10  # T stochastic forward passes for 'mc_dropout' and 'bald'.
-  config.ll4al_weight = 1.0  # Weight of LL4AL's ranking loss (strategy 'll4al').
-  config.ll4al_margin = 1.0  # Margin of LL4AL's ranking loss.
-  config.ll4al_detach_at = 0.6  # Stop its gradient into the model after this fraction of epochs.
-  config.vaal_latent_size = 32  # VAAL's latent size (strategy 'vaal').
-  config.vaal_width = 128  # VAE's first conv channels, doubled per stage up to 8x (VAAL: 128..1024).
-  config.vaal_discriminator_width = 512  # Hidden units of its discriminator's two layers.
-  config.vaal_beta = 1.0  # beta of the VAE's KL term.
-  config.vaal_adversary_weight = 1.0  # Weight of the VAE's term for fooling the discriminator.
-  config.vaal_learning_rate = 5e-4  # Adam's learning rate for the VAE and the discriminator.
-  config.vaal_batch_size = 64  # Labeled and unlabeled images per VAAL iteration (each).
-  config.vaal_vae_steps = 2  # VAE updates per iteration (VAAL's code).
-  config.vaal_discriminator_steps = 1  # Discriminator updates per iteration (VAAL's code).
-  config.vaal_iteration_fraction = 0.25  # Iterations a cycle = this x task model's steps (VAAL: 1).
+  config.ll4al = ml_collections.ConfigDict()  # Strategy 'll4al' (loss_prediction.py).
+  config.ll4al.weight = 1.0  # Weight of LL4AL's ranking loss.
+  config.ll4al.margin = 1.0  # Margin of LL4AL's ranking loss.
+  config.ll4al.detach_at = 0.6  # Stop its gradient into the model after this fraction of epochs.
+  config.vaal = ml_collections.ConfigDict()  # Strategy 'vaal' (vaal.py).
+  config.vaal.latent_size = 32  # VAAL's latent size.
+  config.vaal.width = 128  # VAE's first conv channels, doubled per stage to 8x (VAAL: 128..1024).
+  config.vaal.discriminator_width = 512  # Hidden units of its discriminator's two layers.
+  config.vaal.beta = 1.0  # beta of the VAE's KL term.
+  config.vaal.adversary_weight = 1.0  # Weight of the VAE's term for fooling the discriminator.
+  config.vaal.learning_rate = 5e-4  # Adam's learning rate for the VAE and the discriminator.
+  config.vaal.batch_size = 64  # Labeled and unlabeled images per VAAL iteration (each).
+  config.vaal.vae_steps = 2  # VAE updates per iteration (VAAL's code).
+  config.vaal.discriminator_steps = 1  # Discriminator updates per iteration (VAAL's code).
+  config.vaal.iteration_fraction = 0.25  # Iterations a cycle: this x the task model's steps.
 
   # Scoring and evaluation.
   config.score_chunk_size = 1024  # Pool samples per sharded scoring call (rounded up to #devices).
@@ -94,12 +98,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_cpu_devices = -1  # On CPU: N XLA devices (data parallel); -1: auto (devices.py); 0: one.
   config.deterministic = True  # XLA:GPU deterministic kernels, no autotuning (devices.py).
   config.cpu_convolutions = 'auto'  # XLA:CPU kernels: 'eigen', 'xla_default'; 'auto': eigen for large models.
-  config.distributed = False  # Multi-host: jax.distributed.initialize() before anything else.
-  config.coordinator_address = ''  # 'host:port' of process 0; '' = from the environment (TPU, SLURM).
-  config.num_processes = 0  # Number of processes (hosts); 0 = from the environment.
-  config.process_id = -1  # This process's index; -1 = from the environment.
-  config.distributed_timeout = 120  # Seconds to reach the coordinator and to hear from a peer.
-  config.host_pool = False  # Multi-host: each process loads only its block of the pool (host_pool.py).
+  config.distributed = ml_collections.ConfigDict()  # Several hosts (devices.py, host_pool.py).
+  config.distributed.enabled = False  # jax.distributed.initialize() before anything else.
+  config.distributed.coordinator_address = ''  # 'host:port' of process 0; '': from the env.
+  config.distributed.num_processes = 0  # Number of processes (hosts); 0: from the environment.
+  config.distributed.process_id = -1  # This process's index; -1: from the environment.
+  config.distributed.timeout = 120  # Seconds to reach the coordinator and to hear from a peer.
+  config.distributed.host_pool = False  # Each process loads only its block of the pool.
 
   # Run.
   config.seed = 0  # Initial labeled set, initialisation, batches, augmentation.

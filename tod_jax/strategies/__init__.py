@@ -17,8 +17,8 @@ import ml_collections
 import numpy as np
 
 from tod_jax import ranking
+from tod_jax.dataset import Dataset
 from tod_jax.errors import ConfigError
-from tod_jax.input_pipeline import Dataset
 from tod_jax.registry import Registry
 from tod_jax.scoring import Scorer
 from tod_jax.train_state import TrainState

@@ -1,6 +1,6 @@
 """`cod`: the largest cyclic output discrepancy between w_c and w_{c-1} (Eq. 5).
 
-With config.keep_outputs, w_{c-1}'s outputs are kept from the previous cycle's
+With config.kept_outputs.enabled, w_{c-1}'s outputs are kept from the previous cycle's
 query, so each cycle runs one forward pass per pool image (kept_outputs.py).
 
 Cycle 1 compares with the network's own initial weights, whose softmax is nearly
@@ -35,11 +35,11 @@ def takes_lowest(config, cycle: int) -> bool:
 @strategies.register('cod', check=_check)
 def query(ctx: 'strategies.QueryContext', budget: int) -> 'strategies.QueryResult':
   images, state = ctx.dataset.train_images, ctx.strategy_state
-  if ctx.config.keep_outputs and ctx.config.cod_interval == 'cycle':
+  if ctx.config.kept_outputs.enabled and ctx.config.cod_interval == 'cycle':
     scores, kept = kept_outputs.cod_scores(
         ctx.scorer, ctx.state.variables, ctx.previous_variables, images, ctx.query_pool,
-        state.get(kept_outputs.KEPT), dtype=ctx.config.kept_outputs_dtype,
-        max_bytes=ctx.config.kept_outputs_max_bytes)
+        state.get(kept_outputs.KEPT), dtype=ctx.config.kept_outputs.dtype,
+        max_bytes=ctx.config.kept_outputs.max_bytes)
     state = {k: v for k, v in state.items() if k != kept_outputs.KEPT}
     if kept is not None:
       state[kept_outputs.KEPT] = kept

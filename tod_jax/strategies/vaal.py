@@ -13,31 +13,31 @@ import math
 import jax
 import numpy as np
 
-from tod_jax import strategies, train
+from tod_jax import batches, strategies
 from tod_jax import vaal as vaal_lib
 from tod_jax.errors import ConfigError
 
 KEY = 'vaal'  # Key of VAAL's networks in the run's strategy state.
-_POSITIVE = ('vaal_latent_size', 'vaal_width', 'vaal_discriminator_width', 'vaal_batch_size',
-             'vaal_learning_rate', 'vaal_vae_steps', 'vaal_discriminator_steps')
+_POSITIVE = ('latent_size', 'width', 'discriminator_width', 'batch_size', 'learning_rate',
+             'vae_steps', 'discriminator_steps')
 
 
 def _check(config) -> None:
   for field in _POSITIVE:
-    if not config[field] > 0:
-      raise ConfigError(f'{field} must be positive for strategy vaal; got {config[field]}; '
-                        f'set --config.{field}.')
-  for field in ('vaal_beta', 'vaal_adversary_weight', 'vaal_iteration_fraction'):
-    if config[field] < 0:
-      raise ConfigError(f'{field} must be at least 0 for strategy vaal; got {config[field]}; '
-                        f'set --config.{field}.')
+    if not config.vaal[field] > 0:
+      raise ConfigError(f'vaal.{field} must be positive for strategy vaal; got '
+                        f'{config.vaal[field]}; set --config.vaal.{field}.')
+  for field in ('beta', 'adversary_weight', 'iteration_fraction'):
+    if config.vaal[field] < 0:
+      raise ConfigError(f'vaal.{field} must be at least 0 for strategy vaal; got '
+                        f'{config.vaal[field]}; set --config.vaal.{field}.')
 
 
 def num_iterations(config, num_labeled: int) -> int:
-  """VAAL iterations this cycle: vaal_iteration_fraction x the task model's steps, rounded
+  """VAAL iterations this cycle: vaal.iteration_fraction x the task model's steps, rounded
   up (at least one for any positive fraction)."""
-  task_steps = config.num_epochs * train.steps_per_epoch(num_labeled, config.batch_size)
-  return math.ceil(config.vaal_iteration_fraction * task_steps)
+  task_steps = config.num_epochs * batches.steps_per_epoch(num_labeled, config.batch_size)
+  return math.ceil(config.vaal.iteration_fraction * task_steps)
 
 
 @strategies.register('vaal', check=_check)
@@ -54,10 +54,10 @@ def query(ctx: 'strategies.QueryContext', budget: int) -> 'strategies.QueryResul
   unlabeled = np.setdiff1d(np.arange(dataset.pool_size), ctx.labeled)
   with jax.default_matmul_precision(config.precision.train):
     state, _ = vaal_lib.train(vaal, state, dataset.train_images, ctx.labeled, unlabeled,
-                              num_iterations(config, len(ctx.labeled)), config.vaal_batch_size,
+                              num_iterations(config, len(ctx.labeled)), config.vaal.batch_size,
                               np.random.default_rng(batch_seed), jax.random.PRNGKey(train_seed))
-  with jax.default_matmul_precision(config.precision.score):
-    scores = vaal_lib.unlabeled_probability(vaal, state, dataset.train_images, ctx.query_pool,
-                                            config.score_chunk_size)
+  scores = vaal_lib.unlabeled_probability(vaal, state, dataset.train_images, ctx.query_pool,
+                                          config.score_chunk_size, ctx.scorer.mesh,
+                                          config.precision.score)
   return strategies.ranked(ctx, scores, budget,
                            strategy_state={**ctx.strategy_state, KEY: vaal.to_arrays(state)})
