@@ -1,4 +1,4 @@
-"""The README's Python API example (own arrays, own Flax module) runs, checkpoints and resumes."""
+"""The docs' Python API example (docs/own-data.md) (own arrays, own Flax module) runs, checkpoints and resumes."""
 
 import json
 import os
@@ -14,10 +14,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _readme_example() -> str:
-  with open(os.path.join(ROOT, 'README.md')) as f:
+  with open(os.path.join(ROOT, 'docs', 'own-data.md')) as f:
     readme = f.read()
   match = re.search(r'<!-- python-api-example -->\s*```python\n(.*?)```', readme, re.S)
-  assert match, 'README has no python-api-example block'
+  assert match, 'docs/own-data.md has no python-api-example block'
   return match.group(1)
 
 

@@ -1,6 +1,6 @@
 """Does COD estimate the loss on this run? Diagnostics over a run's checkpoints (Figs. 3, 5-7, 14).
 
-  python -m tod_jax.analyze --workdir=DIR [--compare_workdirs=DIR2,DIR3] [--out=OUT]
+  `python -m tod_jax.analyze --workdir=DIR [--compare_workdirs=DIR2,DIR3] [--out=OUT]`
 
 For every checkpointed cycle c, on the cycle's unlabeled pool U_c (the whole
 pool minus the set w_c was trained on):
