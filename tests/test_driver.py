@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import cpu_env, make_tiny_config
-from tod_jax import augment, caches, checkpointing, devices, driver, rundir, tod, train
+from tod_jax import augment, caches, checkpointing, devices, driver, errors, rundir, tod, train
 from tod_jax import cycle as cycle_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,6 +86,28 @@ def test_resume_after_interruption_gives_the_same_labeled_set(uninterrupted, tmp
   np.testing.assert_array_equal(rundir.final_labeled(workdir), rundir.final_labeled(full_dir))
   strip = lambda rs: [{k: v for k, v in r.items() if not k.endswith('seconds')} for r in rs]
   assert strip(resumed) == strip(full_records)
+
+
+def test_ctrl_c_a_library_swallows_still_stops_after_the_cycle(uninterrupted, tmp_path,
+                                                              monkeypatch):
+  config, _, full_records = uninterrupted
+  workdir = str(tmp_path)
+  original = train.train_cycle
+
+  def swallowed_in_cycle_2(state, inputs, *args, **kwargs):
+    if inputs.cycle == 2:
+      try:  # As a dependency that catches BaseException would.
+        os.kill(os.getpid(), signal.SIGINT)
+      except BaseException:  # pylint: disable=broad-except
+        pass
+    return original(state, inputs, *args, **kwargs)
+
+  monkeypatch.setattr(train, 'train_cycle', swallowed_in_cycle_2)
+  with pytest.raises(errors.Interrupted, match='cycle 3 was not started, cycle 2 is kept'):
+    driver.run(config, workdir)
+  strip = lambda rs: [{k: v for k, v in r.items() if not k.endswith('seconds')} for r in rs]
+  assert strip(_records(workdir)) == strip(full_records[:2])
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_rerun_of_finished_run_does_nothing(uninterrupted):

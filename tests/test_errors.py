@@ -210,7 +210,7 @@ def _rows(tmp: str, finished_run: str) -> dict[str, Row]:
       'workdir_is_a_file': Row(main(a_file), f'--workdir {a_file} is a file; pass a directory',
                                (a_file,)),
       'ctrl_c': Row(main(interrupted, '--config.num_cycles=5', '--config.num_epochs=10'),
-                    'cycle (\\d) was cut short, cycle (\\d) is kept .*; resume with: python -m '
+                    'cycle (\\d) was (?:cut short|not started), cycle (\\d) is kept .*; resume with: python -m '
                     f'tod_jax.main --config={DIGITS} --workdir={interrupted}',
                     interrupt_when=os.path.join(interrupted, 'metrics.jsonl')),
       'results_without_checkpoints': Row(

@@ -12,8 +12,8 @@ import ml_collections
 from absl import logging
 
 from tod_jax import (batches, checkpointing, configs, cycle, datasets, devices, errors, files,
-                     initializers, label_noise, label_sources, loss_forms, metric_writers,
-                     models, precision, pretrained, rundir, strategies, tod)
+                     initializers, interrupts, label_noise, label_sources, loss_forms,
+                     metric_writers, models, precision, pretrained, rundir, strategies, tod)
 from tod_jax.dataset import Dataset
 from tod_jax.errors import ConfigError
 
@@ -169,17 +169,24 @@ def _run_cycles(experiment: cycle.Experiment, checkpointer: checkpointing.Checkp
   writer = rundir.metric_writer(workdir, config)
   saved_cycle = state.cycle
   try:
-    for number in source.cycles(state.cycle + 1, config.num_cycles):
-      labeled, train_labels = source.labeled_set(state.labeled)
-      state, record = cycle.run_cycle(
-          experiment, state.replace(labeled=labeled),
-          dataclasses.replace(dataset, train_labels=train_labels), writer=writer)
-      info = rundir.save(checkpointer, state, record)  # Every process.
-      saved_cycle = state.cycle
-      if rundir.is_writer():
-        source.record_query(number, info)
-      rundir.write_metrics(workdir, state.records)
-      _report(writer, record)
+    with interrupts.watch() as ctrl_c:
+      for number in source.cycles(state.cycle + 1, config.num_cycles):
+        labeled, train_labels = source.labeled_set(state.labeled)
+        state, record = cycle.run_cycle(
+            experiment, state.replace(labeled=labeled),
+            dataclasses.replace(dataset, train_labels=train_labels), writer=writer)
+        info = rundir.save(checkpointer, state, record)  # Every process.
+        saved_cycle = state.cycle
+        if rundir.is_writer():
+          source.record_query(number, info)
+        rundir.write_metrics(workdir, state.records)
+        _report(writer, record)
+        if ctrl_c.pressed and state.cycle < config.num_cycles:
+          # Its KeyboardInterrupt was lost inside a library: stop at this cycle's end.
+          raise errors.Interrupted(rundir.kept_cycle_message(workdir, saved_cycle,
+                                                             finished=True))
+  except errors.Interrupted:
+    raise
   except KeyboardInterrupt as e:
     raise errors.Interrupted(rundir.kept_cycle_message(workdir, saved_cycle)) from e
   finally:

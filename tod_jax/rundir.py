@@ -115,11 +115,13 @@ def saved_config(workdir: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(_saved_fields(path))
 
 
-def kept_cycle_message(workdir: str, cycle: int) -> str:
-  """Where an interrupted run stands: the cycle cut short and the last one kept."""
+def kept_cycle_message(workdir: str, cycle: int, finished: bool = False) -> str:
+  """Where an interrupted run stands: the cycle cut short (or, `finished`: not started) and
+  the last one kept."""
   if not cycle:
     return f'cycle 1 of {workdir} was cut short, no cycle is kept yet'
-  return (f'cycle {cycle + 1} was cut short, cycle {cycle} is kept '
+  stopped = 'was not started' if finished else 'was cut short'
+  return (f'cycle {cycle + 1} {stopped}, cycle {cycle} is kept '
           f'({os.path.join(workdir, "checkpoints", str(cycle))}, '
           f'{os.path.join(workdir, METRICS)})')
 
