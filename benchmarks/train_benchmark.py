@@ -32,7 +32,7 @@ from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_utils  # noqa: E402  pylint: disable=g-import-not-at-top
-from tod_jax import driver, loss_forms, models, train  # noqa: E402
+from tod_jax import cycle, driver, loss_forms, models, train  # noqa: E402
 from tod_jax.train_state import create_optimizer, create_train_state, init_variables  # noqa: E402
 
 
@@ -57,7 +57,7 @@ def parse_flags(argv, name):
 
 def bench_jax(config, dataset, steps):
   """(compile_seconds, seconds for `steps` steps) of train.train_cycle."""
-  model = models.create_model(config.model, dataset.num_classes, dtype=config.compute_dtype)
+  model = models.create_model(config.model, dataset.num_classes, dtype=cycle.train_dtype(config))
   variables = init_variables(model, jax.random.PRNGKey(config.seed), dataset.image_shape,
                              loss_forms.uses_consistency_head(config))
   state = create_train_state(model, variables, create_optimizer(config))
@@ -171,7 +171,7 @@ def main(argv=None):
             'num_cpu_devices': jax.device_count(), 'batch': config.batch_size,
             'unlabeled_batch': config.unlabeled_batch_size, 'steps': fv.steps,
             'train_precision': config.precision.train, 'deterministic': config.deterministic,
-            'compute_dtype': config.compute_dtype}
+            'compute_dtype': cycle.train_dtype(config)}
   lines, by_impl = [], {}
   for name, bench in (('jax', bench_jax), ('torch', bench_torch)):
     if fv.impl not in ('all', name):

@@ -19,7 +19,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from tod_jax import (batches, initializers, loss_forms, loss_prediction, metric_writers, metrics,
-                     models, pretrained, snapshots, strategies, train)
+                     models, precision, pretrained, snapshots, strategies, train)
 from tod_jax.dataset import Dataset
 from tod_jax.errors import ConfigError
 from tod_jax.scoring import Scorer, shared_scorer
@@ -137,6 +137,13 @@ def initial_variables(config: ml_collections.ConfigDict, model: nn.Module,
   return init_vars, init_head
 
 
+def train_dtype(config: ml_collections.ConfigDict, mesh: Optional[Mesh] = None) -> str:
+  """The train step's compute dtype: config.compute_dtype, 'auto' resolved for the mesh's
+  platform (tod_jax.precision.train_dtype)."""
+  mesh = mesh if mesh is not None else make_mesh()
+  return precision.train_dtype(config.compute_dtype, mesh.devices.flat[0].platform)
+
+
 def setup(config: ml_collections.ConfigDict, dataset: Dataset, mesh: Optional[Mesh] = None,
           initial_size: Optional[int] = None) -> Experiment:
   """Checks `config` against `dataset` and builds the run's model, scorer and w_0."""
@@ -151,9 +158,11 @@ def setup(config: ml_collections.ConfigDict, dataset: Dataset, mesh: Optional[Me
   mesh = mesh if mesh is not None else make_mesh()  # Every device of every process.
   train.check_batch_sizes(config, mesh)
   model = models.create_model(config.model, dataset.num_classes, config.dropout_rate,
-                              config.compute_dtype)
+                              train_dtype(config, mesh))
   check_intermediates(config, model, dataset)
-  scorer = shared_scorer(model, tuple(dataset.mean), tuple(dataset.std), config.score_output,
+  # Scores and test metrics from a float32 model, whatever the train step computes in.
+  float32_model = models.create_model(config.model, dataset.num_classes, config.dropout_rate)
+  scorer = shared_scorer(float32_model, tuple(dataset.mean), tuple(dataset.std), config.score_output,
                          config.score_chunk_size, mesh, config.precision.score,
                          config.precision.evaluate)
   init_vars, init_head = initial_variables(config, model, dataset)

@@ -25,7 +25,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Model.
   config.model = 'resnet18'  # A name in tod_jax.models.MODELS.
   config.dropout_rate = 0.0  # Dropout before the classifier (MC-dropout needs > 0).
-  config.compute_dtype = 'float32'  # 'bfloat16': mixed precision (float32 params, BN statistics, loss).
+  # Train step's compute: 'auto' (bfloat16 on GPU/TPU, float32 on CPU), 'float32' or 'bfloat16'
+  # (mixed: float32 params, BN statistics, loss; scoring and evaluation stay float32).
+  config.compute_dtype = 'auto'
   config.param_init = 'pytorch'  # Initial values: 'pytorch' (authors' code) or 'flax' (initializers.py).
   config.init_checkpoint = ''  # Pretrained weights: a .pth state dict or tod_jax checkpoint dir.
 
