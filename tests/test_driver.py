@@ -330,3 +330,24 @@ def test_runs_differing_by_seed_or_strategy_share_one_compiled_step(tmp_path, mo
       config.num_cycles, config.num_epochs, config.seed, config.strategy = 1, 1, seed, strategy
       driver.run(config, str(tmp_path / f'{strategy}_{seed}'))
   assert len(traced) == 1
+
+
+def test_a_run_with_scanned_steps_queries_and_scores_as_single_steps(tmp_path,
+                                                                     highest_precision):
+  """A whole digits run (2 cycles, 2 epochs of 5 steps: a block of 4 and a single step each)
+  with steps_per_dispatch=4 queries the same samples, with the same accuracies and losses up
+  to rounding, as one step per dispatch."""
+  runs = []
+  for per_dispatch in (1, 4):
+    config = make_tiny_config()
+    config.steps_per_dispatch, config.data_on_device = per_dispatch, 'always'
+    workdir = str(tmp_path / str(per_dispatch))
+    driver.run(config, workdir)
+    ckpt = checkpointing.Checkpointer(workdir)
+    runs.append(([ckpt.restore_meta(c)['labeled'] for c in (1, 2)], _records(workdir)))
+    ckpt.close()
+  (labeled_1, records_1), (labeled_4, records_4) = runs
+  assert labeled_1 == labeled_4
+  for one, four in zip(records_1, records_4):
+    for key in ('test_accuracy', 'ema_test_accuracy', 'train_loss'):
+      assert four[key] == pytest.approx(one[key], abs=1e-5), key

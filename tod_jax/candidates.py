@@ -68,7 +68,8 @@ def train_candidate(config: ml_collections.ConfigDict, dataset: Dataset, labeled
                              decay_step=lr_decay_step(config, total))
   inputs = train.CycleInputs(dataset, labeled, unlabeled, np.random.default_rng(config.seed),
                              jax.random.fold_in(key, 1), cycle=1)
-  state, metrics = train.train_cycle(state, inputs, config, on_step=snapshots.on_step)
+  state, metrics = train.train_cycle(state, inputs, config, on_step=snapshots.on_step,
+                                     stop_at=snapshots.steps)
   meta = {'config': json.loads(config.to_json()), 'train_loss': metrics['sup_loss'],
           'steps': total, 'steps_per_epoch': per_epoch,
           'baselines': {spec: total - n for spec, n in snapshots.steps_back.items()},

@@ -233,14 +233,15 @@ def _train(experiment: Experiment, state: CycleState, dataset: Dataset, unlabele
 
   def on_step(ts: TrainState, done: int) -> None:
     cycle_snapshots.on_step(ts, done)
-    if done == 1:
+    if done == 1:  # A dispatch of its own (stop_at), so this times one step.
       jax.block_until_ready(ts.step)
       first['seconds'] = time.perf_counter() - begin
 
   inputs = train.CycleInputs(dataset, state.labeled, unlabeled,
                              np.random.default_rng([config.seed, cycle]), state.key, cycle)
   trained, metrics = train.train_cycle(train_state, inputs, config, mesh=experiment.mesh,
-                                       writer=writer, on_step=on_step)
+                                       writer=writer, on_step=on_step,
+                                       stop_at={1, *cycle_snapshots.steps})
   jax.block_until_ready(trained)
   return _Training(trained, metrics, cycle_snapshots,
                    {'train': time.perf_counter() - begin, 'train_first_step': first['seconds']})

@@ -57,6 +57,9 @@ def validate_config(config: ml_collections.ConfigDict, own_dataset: bool = False
   if config.num_cycles < 1 or config.num_epochs < 1 or config.batch_size < 1:
     raise ConfigError('num_cycles, num_epochs and batch_size must be at least 1; got '
                       f'{config.num_cycles}, {config.num_epochs}, {config.batch_size}.')
+  if config.steps_per_dispatch < 1:
+    raise ConfigError(f'steps_per_dispatch must be at least 1 (1: one train step per '
+                      f'dispatch); got {config.steps_per_dispatch}.')
   precision.check(config)
   label_noise.check_probability(config.label_noise)
   cycle.snapshot_intervals(config)

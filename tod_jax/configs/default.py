@@ -21,6 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.crop_size = 0  # Segmentation: random crop_size x crop_size crop of image and mask; 0: none.
   config.data_on_device = 'auto'  # Pool kept on every device, steps get indices: 'auto', 'always', 'never' (stream).
   config.device_data_max_bytes = 2**30  # 'auto' keeps the pool on device up to this size (per device).
+  config.steps_per_dispatch = 8  # Train steps per dispatch (lax.scan) with the pool on device; 1: none.
 
   # Model.
   config.model = 'resnet18'  # A name in tod_jax.models.MODELS.
