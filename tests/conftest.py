@@ -1,6 +1,7 @@
 """Shared test setup: the repo root on sys.path (for `configs`), tiny run configs, the
 environment of subprocesses, the precision of math tests."""
 
+import contextlib
 import os
 import sys
 
@@ -87,6 +88,22 @@ def highest_precision():
   import jax  # pylint: disable=import-outside-toplevel
   with jax.default_matmul_precision('highest'):
     yield
+
+
+@contextlib.contextmanager
+def compilations():
+  """Yields a list that gains one entry (its seconds) per XLA backend compilation in the block."""
+  from jax import monitoring  # pylint: disable=import-outside-toplevel
+  seen = []
+
+  def listener(name, seconds, **_):
+    if name == '/jax/core/compile/backend_compile_duration':
+      seen.append(seconds)
+  monitoring.register_event_duration_secs_listener(listener)
+  try:
+    yield seen
+  finally:
+    monitoring.unregister_event_duration_listener(listener)
 
 
 def write_image_folder(root, seeds_per_class=4, unlabeled_per_class=12, test_per_class=3):

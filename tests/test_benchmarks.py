@@ -65,6 +65,7 @@ def test_score_benchmark_smoke(capsys):
     passes = {'tod_jax_kept_outputs': 1}.get(line['impl'], 2)
     assert line['forward_passes_per_image'] == passes and line['chunk'] == 8
     assert line['images_per_s'] == pytest.approx(line['pool'] / line['seconds'])
+    assert line['us_per_image'] == pytest.approx(1e6 / line['images_per_s'])
     assert line['flops'] > 0 and line['flop_floor_seconds'] == pytest.approx(
         line['flops'] / 2e12)
     assert line['seconds_over_flop_floor'] == pytest.approx(
@@ -75,6 +76,7 @@ def test_score_benchmark_smoke(capsys):
   pairs = [('tod_jax_kept_outputs', 'tod_jax_two_pass', p) for p in (16, 24)]
   pairs += [(a, t, p) for t in torch_impls for p in (16, 24)
             for a in ('tod_jax_kept_outputs', 'tod_jax_two_pass')]
+  pairs += [('tod_jax_evaluate', 'tod_jax_kept_outputs', p) for p in (16, 24)]
   _check_ratios(lines, 'images_per_s', pairs, key=lambda line: (line['pool'],))
   if not HAVE_TORCH:
     assert any(line.get('impl') == 'torch_two_pass' and 'skipped' in line for line in lines)

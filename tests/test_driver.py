@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import cpu_env, make_tiny_config
+from conftest import compilations, cpu_env, make_tiny_config
 from tod_jax import augment, caches, checkpointing, devices, driver, rundir, tod, train
 from tod_jax import cycle as cycle_lib
 
@@ -351,3 +351,22 @@ def test_a_run_with_scanned_steps_queries_and_scores_as_single_steps(tmp_path,
   for one, four in zip(records_1, records_4):
     for key in ('test_accuracy', 'ema_test_accuracy', 'train_loss'):
       assert four[key] == pytest.approx(one[key], abs=1e-5), key
+
+
+def test_a_second_cycles_evaluation_compiles_nothing(tiny_config):
+  """Both models are evaluated in one compiled pass, compiled in cycle 1 and reused after."""
+  from tod_jax import datasets  # pylint: disable=import-outside-toplevel
+  ds = datasets.load_digits()
+  experiment = cycle_lib.setup(tiny_config, ds)
+  labeled = np.random.default_rng(0).choice(ds.pool_size, experiment.initial_size, replace=False)
+  state = cycle_lib.initial_state(experiment, labeled)
+  for _ in range(2):
+    state, record = cycle_lib.run_cycle(experiment, state, ds)
+  with compilations() as compiled:
+    evaluation = cycle_lib.evaluate_models(experiment.scorer,
+                                           (state.variables, state.ema_variables), ds)
+  assert compiled == []
+  assert [e['accuracy'] for e in evaluation] == [record.metrics['test_accuracy'],
+                                                  record.metrics['ema_test_accuracy']]
+  assert evaluation[0]['accuracy'] == experiment.scorer.accuracy(state.variables, ds.test_images,
+                                                                 ds.test_labels)

@@ -177,6 +177,15 @@ def initial_state(experiment: Experiment, labeled: np.ndarray) -> CycleState:
                     None, experiment.init_loss_head, 0, jax.random.fold_in(base_key, 1), {}, ())
 
 
+def evaluate_models(scorer: Scorer, variables: tuple[dict, ...],
+                    dataset: Dataset) -> list[dict]:
+  """`evaluate` of each model; classification runs them in one pass over the test set."""
+  if len(dataset.test_labels) and not dataset.is_segmentation:
+    return [{'accuracy': a} for a in scorer.accuracies(variables, dataset.test_images,
+                                                        dataset.test_labels)]
+  return [evaluate(scorer, v, dataset) for v in variables]
+
+
 def evaluate(scorer: Scorer, variables: dict, dataset: Dataset) -> dict:
   """Test-set metrics: {'accuracy'}; segmentation adds {'miou', 'per_class_iou'}.
 
@@ -299,8 +308,8 @@ def run_cycle(experiment: Experiment, state: CycleState, dataset: Dataset, *,
   training = _train(experiment, state, dataset, unlabeled, cycle, writer)
   trained, seconds = training.state, dict(training.seconds)
   begin = time.perf_counter()
-  evaluation = {'model': evaluate(experiment.scorer, trained.variables, dataset),
-                'ema': evaluate(experiment.scorer, trained.ema_variables, dataset)}
+  evaluation = dict(zip(('model', 'ema'), evaluate_models(
+      experiment.scorer, (trained.variables, trained.ema_variables), dataset)))
   seconds['evaluate'] = time.perf_counter() - begin
   begin = time.perf_counter()
   query = _query(experiment, state, training, dataset, unlabeled, cycle)
