@@ -136,7 +136,8 @@ def main(argv=None):
   driver.setup_devices(ml_collections.ConfigDict(dict(
       model=args.model, num_cpu_devices=args.num_cpu_devices, batch_size=min(args.chunks),
       unlabeled_batch_size=min(args.chunks), semi=False, distributed=dict(enabled=False),
-      cpu_convolutions=args.cpu_convolutions, deterministic=bool(args.deterministic))))
+      cpu_convolutions=args.cpu_convolutions, deterministic=bool(args.deterministic),
+      compilation_cache_dir='auto')))
   images = np.random.default_rng(0).integers(0, 256, (max(args.pools), 32, 32, 3),
                                              dtype=np.uint8)
   model = models.create_model(args.model, 10)

@@ -21,7 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.crop_size = 0  # Segmentation: random crop_size x crop_size crop of image and mask; 0: none.
   config.data_on_device = 'auto'  # Pool kept on every device, steps get indices: 'auto', 'always', 'never' (stream).
   config.device_data_max_bytes = 2**30  # 'auto' keeps the pool on device up to this size (per device).
-  config.steps_per_dispatch = 8  # Train steps per dispatch (lax.scan) with the pool on device; 1: none.
+  config.steps_per_dispatch = 1  # Train steps per dispatch (lax.scan) with the pool on device; 1: none.
 
   # Model.
   config.model = 'resnet18'  # A name in tod_jax.models.MODELS.
@@ -101,6 +101,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_cpu_devices = -1  # On CPU: N XLA devices (data parallel); -1: auto (devices.py); 0: one.
   config.deterministic = True  # XLA:GPU deterministic kernels, no autotuning (devices.py).
   config.cpu_convolutions = 'auto'  # XLA:CPU kernels: 'eigen', 'xla_default'; 'auto': eigen for large models.
+  # Persistent compilation cache: 'auto' ($XDG_CACHE_HOME or ~/.cache)/tod_jax/jax, '' off, or a dir.
+  config.compilation_cache_dir = 'auto'
   config.distributed = ml_collections.ConfigDict()  # Several hosts (devices.py, host_pool.py).
   config.distributed.enabled = False  # jax.distributed.initialize() before anything else.
   config.distributed.coordinator_address = ''  # 'host:port' of process 0; '': from the env.
