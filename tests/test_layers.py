@@ -13,6 +13,7 @@ PACKAGE = os.path.join(ROOT, 'tod_jax')
 # Layer of each module (a module may import its own layer and those below).
 LAYERS = {
     0: ('errors', 'precision', 'registry', 'files', 'caches', 'metric_writers', 'tod', 'metrics',
+        'compilation_cache', 'profiling',
         'ranking', 'uncertainty', 'conv', 'badge', 'checkpointing', 'configs',
         'configs.default', 'configs.segmentation'),
     1: ('devices', 'host_pool', 'sharded_map'),

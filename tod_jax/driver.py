@@ -57,10 +57,11 @@ def validate_config(config: ml_collections.ConfigDict, own_dataset: bool = False
   if config.num_cycles < 1 or config.num_epochs < 1 or config.batch_size < 1:
     raise ConfigError('num_cycles, num_epochs and batch_size must be at least 1; got '
                       f'{config.num_cycles}, {config.num_epochs}, {config.batch_size}.')
-  if not isinstance(config.compilation_cache_dir, str):
-    raise ConfigError(f'compilation_cache_dir {config.compilation_cache_dir!r} is not a '
-                      "directory; set --config.compilation_cache_dir to a path, 'auto' or '' "
-                      '(no cache).')
+  for field, choices in (('compilation_cache_dir', "a path, 'auto' or '' (no cache)"),
+                         ('profile_dir', "a path or '' (no trace)")):
+    if not isinstance(config[field], str):
+      raise ConfigError(f'{field} {config[field]!r} is not a directory; set --config.{field} '
+                        f'to {choices}.')
   if config.steps_per_dispatch < 1:
     raise ConfigError(f'steps_per_dispatch must be at least 1 (1: one train step per '
                       f'dispatch); got {config.steps_per_dispatch}.')

@@ -30,7 +30,7 @@ RESUMABLE_CHANGES = frozenset(
     {'num_cycles', 'progress_bar', 'tensorboard', 'score_chunk_size', 'data_dir',
      'data_on_device', 'device_data_max_bytes', 'distributed', 'num_cpu_devices',
      'cpu_convolutions', 'deterministic', 'precision', 'steps_per_dispatch',
-     'compilation_cache_dir'})
+     'compilation_cache_dir', 'profile_dir'})
 # Config fields added after runs were saved: a config.json without one had this value.
 ADDED_FIELDS = {
     'label_noise': 0.0, 'label_noise_seed': 0, 'snapshot_intervals': '',
@@ -40,7 +40,7 @@ ADDED_FIELDS = {
     'vaal.vae_steps': 2, 'vaal.discriminator_steps': 1, 'vaal.iteration_fraction': 0.25,
     'init_checkpoint': '', 'distributed.host_pool': False, 'cpu_convolutions': 'xla_default',
     'param_init': 'flax', 'deterministic': False, 'steps_per_dispatch': 1,
-    'compilation_cache_dir': '',
+    'compilation_cache_dir': '', 'profile_dir': '',
     # Runs before the precision policy ran every phase at JAX's default.
     **{f'precision.{phase}': 'default' for phase in precision.PHASES}}
 # Config fields whose default changed: {field: (old default, new default)}. A run saved with

@@ -16,7 +16,7 @@ import tqdm
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from tod_jax import (augment, batches, caches, loss_forms, loss_prediction, metric_writers,
-                     precision, tod)
+                     precision, profiling, tod)
 from tod_jax.dataset import Dataset
 from tod_jax.errors import ConfigError, UserError
 from tod_jax.sharded_map import DATA_AXIS, make_mesh, put
@@ -387,7 +387,8 @@ def train_cycle(state: TrainState, inputs: CycleInputs, config: ml_collections.C
   two batches ahead. Both give the same result. With the pool on the devices,
   config.steps_per_dispatch steps run in one dispatch (a `lax.scan`; the epoch's
   remainder one step at a time). Each epoch's mean metrics go to
-  `writer` ('train/<name>' at the step count).
+  `writer` ('train/<name>' at the step count). config.profile_dir: a jax.profiler trace of
+  cycle 1's second epoch goes there (tod_jax.profiling).
   Raises NonFiniteLossError (the state passed in is then unusable: it was donated)
   as soon as an epoch's loss is not finite. `on_step(state, steps_done)`, if
   given, runs after every dispatch (steps counted from 1 in this call); a dispatch
@@ -415,20 +416,21 @@ def train_cycle(state: TrainState, inputs: CycleInputs, config: ml_collections.C
     detach = state.loss_head_params is not None and epoch >= detach_from
     order, unlabeled = batches.epoch(inputs.batch_rng, inputs.labeled, inputs.unlabeled, config,
                                      dataset.train_images, sharded)
-    history = []
     if block_fn is None:
       dispatched = ((step_fn, batch, 1) for batch in
                     batches.device_batches(dataset, pool, order, unlabeled, sharded))
     else:
       dispatched = _blocks(step_fn, block_fn, pool, order, unlabeled, mesh,
                            batches.dispatches(len(order), per_dispatch, done, stop_at))
-    for fn, batch, steps in dispatched:
-      state, metrics = fn(state, *batch, key, detach_loss_head=detach)
-      history.append(metrics)
-      done += steps
-      if on_step is not None:
-        on_step(state, done)
-    epoch_metrics = _epoch_summary(history, inputs.cycle, epoch)
+    history = []
+    with profiling.epoch_trace(config.profile_dir, inputs.cycle, epoch, config.num_epochs):
+      for fn, batch, steps in dispatched:
+        state, metrics = fn(state, *batch, key, detach_loss_head=detach)
+        history.append(metrics)
+        done += steps
+        if on_step is not None:
+          on_step(state, done)
+      epoch_metrics = _epoch_summary(history, inputs.cycle, epoch)  # Waits for the epoch.
     bar.set_postfix(loss=f"{epoch_metrics['loss']:.4f}", acc=f"{epoch_metrics['accuracy']:.3f}")
     writer.write_scalars(int(state.step), {f'train/{k}': v for k, v in epoch_metrics.items()})
   return state, epoch_metrics

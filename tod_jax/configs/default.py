@@ -115,4 +115,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0  # Initial labeled set, initialisation, batches, augmentation.
   config.tensorboard = True  # Write TensorBoard events to workdir/tensorboard.
   config.progress_bar = True  # One tqdm bar per cycle.
+  config.profile_dir = ''  # A jax.profiler trace of cycle 1's second epoch goes here; '': none.
   return config
