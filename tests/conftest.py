@@ -68,6 +68,21 @@ def _run_xla_flags() -> None:
 _run_xla_flags()
 
 
+def _compilation_cache() -> None:
+  """The suite's persistent compilation cache: $JAX_COMPILATION_CACHE_DIR if set, else one
+  directory per user under the system's temporary directory (never the user's own cache),
+  shared by the workers and by every subprocess (they inherit the variable), kept between
+  sessions; README "Benchmarks" has the suite's time with it cold and warm."""
+  import tempfile  # pylint: disable=import-outside-toplevel
+  from tod_jax import compilation_cache  # pylint: disable=import-outside-toplevel
+  os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(
+      tempfile.gettempdir(), f'tod_jax_test_compilation_cache_{os.getuid()}'))
+  compilation_cache.enable(compilation_cache.AUTO)
+
+
+_compilation_cache()
+
+
 @pytest.fixture
 def tiny_config():
   return make_tiny_config()
