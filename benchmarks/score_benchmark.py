@@ -11,7 +11,8 @@ and one line per ratio of two printed lines:
 
 `tod_jax_evaluate` is a cycle's test-set evaluation (Scorer.accuracies: w_c and its EMA
 model in one pass, at the evaluation precision) over the same images, so its
-`us_per_image` sits beside scoring's; the ratio line evaluate / kept compares them.
+`us_per_image` sits beside scoring's; the ratio line evaluate / kept compares them, and
+`tod_jax_evaluate_apart` is the same as two Scorer.accuracy calls (one pass per model).
 
 The steady state of a cycle c >= 2 is measured: the kept outputs of w_{c-1} exist, so
 the kept path runs only w_c over the pool. Each implementation is warmed up (compiled)
@@ -41,6 +42,7 @@ from tod_jax.train_state import init_variables  # noqa: E402
 
 KEPT, TWO_PASS = 'tod_jax_kept_outputs', 'tod_jax_two_pass'
 EVALUATE = 'tod_jax_evaluate'  # A cycle's test-set evaluation: w_c and its EMA in one pass.
+EVALUATE_APART = 'tod_jax_evaluate_apart'  # The same as two Scorer.accuracy calls (before).
 
 
 def bench_jax(images, pools, chunk, model, repeats, level):
@@ -68,6 +70,10 @@ def bench_jax(images, pools, chunk, model, repeats, level):
     yield TWO_PASS, pool, 2, bench_utils.best_of(lambda: two_pass(indices), repeats)
     evaluate(pool)  # Compiles for this pool's chunking (at most one chunk of its own size).
     yield EVALUATE, pool, 2, bench_utils.best_of(lambda: evaluate(pool), repeats)
+    apart = lambda pool: [scorer.accuracy(v, images[:pool], labels[:pool])
+                          for v in (current, previous)]
+    apart(pool)
+    yield EVALUATE_APART, pool, 2, bench_utils.best_of(lambda: apart(pool), repeats)
 
 
 def bench_torch(images, pools, chunk, model_name, repeats):
@@ -167,7 +173,8 @@ def main(argv=None):
       lines.append(by_key[impl, pool])
     torch_impl = next((impl for impl, _ in by_key if impl.startswith('torch')), None)
     for pool in args.pools:
-      pairs = [(KEPT, TWO_PASS), (KEPT, torch_impl), (TWO_PASS, torch_impl), (EVALUATE, KEPT)]
+      pairs = [(KEPT, TWO_PASS), (KEPT, torch_impl), (TWO_PASS, torch_impl), (EVALUATE, KEPT),
+               (EVALUATE, EVALUATE_APART)]
       for num, den in pairs:
         if (num, pool) in by_key and (den, pool) in by_key:
           lines.append(bench_utils.emit({

@@ -76,7 +76,8 @@ def test_score_benchmark_smoke(capsys):
   pairs = [('tod_jax_kept_outputs', 'tod_jax_two_pass', p) for p in (16, 24)]
   pairs += [(a, t, p) for t in torch_impls for p in (16, 24)
             for a in ('tod_jax_kept_outputs', 'tod_jax_two_pass')]
-  pairs += [('tod_jax_evaluate', 'tod_jax_kept_outputs', p) for p in (16, 24)]
+  pairs += [('tod_jax_evaluate', d, p) for p in (16, 24)
+            for d in ('tod_jax_kept_outputs', 'tod_jax_evaluate_apart')]
   _check_ratios(lines, 'images_per_s', pairs, key=lambda line: (line['pool'],))
   if not HAVE_TORCH:
     assert any(line.get('impl') == 'torch_two_pass' and 'skipped' in line for line in lines)
