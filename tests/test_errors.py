@@ -209,9 +209,7 @@ def _rows(tmp: str, finished_run: str) -> dict[str, Row]:
                                (new('ro_analyze'),), read_only=(new('ro_analyze'),)),
       'workdir_is_a_file': Row(main(a_file), f'--workdir {a_file} is a file; pass a directory',
                                (a_file,)),
-      # Long enough after cycle 1 that Ctrl-C lands before the end on a loaded machine, also
-      # when the compilation cache is warm (the run then takes seconds a cycle).
-      'ctrl_c': Row(main(interrupted, '--config.num_cycles=5', '--config.num_epochs=40'),
+      'ctrl_c': Row(main(interrupted, '--config.num_cycles=5', '--config.num_epochs=10'),
                     'cycle (\\d) was cut short, cycle (\\d) is kept .*; resume with: python -m '
                     f'tod_jax.main --config={DIGITS} --workdir={interrupted}',
                     interrupt_when=os.path.join(interrupted, 'metrics.jsonl')),
