@@ -2,6 +2,7 @@
 # The accelerator check, one command, under 8 minutes on one GPU:
 #   bash benchmarks/gpu_suite.sh          # on a GPU (or TPU): writes benchmarks/results/<device>.jsonl
 #   bash benchmarks/gpu_suite.sh smoke    # tiny sizes, no test suite, any machine (the tests run this)
+#   bash benchmarks/gpu_suite.sh targets  # only the four speed targets (benchmarks/targets.py)
 # 0. the test suite (python -m pytest -n $PYTEST_WORKERS; its summary line goes in the results);
 # 1. COD scoring, ResNet-18 on CIFAR-shaped images: kept outputs vs two passes vs PyTorch (CUDA
 #    when torch sees a GPU), at config.precision.score 'highest' (the default) and 'default';
@@ -28,6 +29,11 @@ run() { "$PY" "$@" 2>/dev/null | grep '^{' | tee -a "$OUT"; }
 WORKDIR=$(mktemp -d)
 trap 'rm -rf "$WORKDIR"' EXIT
 
+if [ "$MODE" = targets ]; then
+  run benchmarks/targets.py
+  echo "wrote $OUT" >&2
+  exit 0
+fi
 if [ "$MODE" = smoke ]; then
   run benchmarks/score_benchmark.py --smoke
   run benchmarks/train_benchmark.py --smoke

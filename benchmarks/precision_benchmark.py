@@ -34,9 +34,13 @@ from tod_jax.strategies import cod as cod_strategy  # noqa: E402
 MODES = {
     'bfloat16': (('float32', {'compute_dtype': 'float32'}),
                  ('bfloat16', {'compute_dtype': 'bfloat16'})),
-    'tf32': (('highest', {'precision': dict(train='highest', evaluate='highest',
+    # Matmul precision only: both train in float32 (compute_dtype 'auto' would be bfloat16 on
+    # a GPU).
+    'tf32': (('highest', {'compute_dtype': 'float32',
+                          'precision': dict(train='highest', evaluate='highest',
                                             score='highest')}),
-             ('default', {'precision': dict(train='default', evaluate='default',
+             ('default', {'compute_dtype': 'float32',
+                          'precision': dict(train='default', evaluate='default',
                                             score='default')})),
 }
 MEASURES = {'entropy': uncertainty.entropy, 'margin': uncertainty.margin}

@@ -9,6 +9,11 @@ and one line per ratio of two printed lines:
   python benchmarks/score_benchmark.py --score_precision=default   # TF32 on a recent GPU
   python benchmarks/score_benchmark.py --smoke   # tiny sizes and the small CNN, for the tests
 
+`tod_jax_evaluate` is a cycle's test-set evaluation (Scorer.accuracies: w_c and its EMA
+model in one pass, at the evaluation precision) over the same images, so its
+`us_per_image` sits beside scoring's; the ratio line evaluate / kept compares them, and
+`tod_jax_evaluate_apart` is the same as two Scorer.accuracy calls (one pass per model).
+
 The steady state of a cycle c >= 2 is measured: the kept outputs of w_{c-1} exist, so
 the kept path runs only w_c over the pool. Each implementation is warmed up (compiled)
 on one chunk first; `seconds` is the best of --repeats full passes over the pool.
@@ -36,6 +41,8 @@ from tod_jax import devices, driver, kept_outputs, models, precision, scoring  #
 from tod_jax.train_state import init_variables  # noqa: E402
 
 KEPT, TWO_PASS = 'tod_jax_kept_outputs', 'tod_jax_two_pass'
+EVALUATE = 'tod_jax_evaluate'  # A cycle's test-set evaluation: w_c and its EMA in one pass.
+EVALUATE_APART = 'tod_jax_evaluate_apart'  # The same as two Scorer.accuracy calls (before).
 
 
 def bench_jax(images, pools, chunk, model, repeats, level):
@@ -55,10 +62,18 @@ def bench_jax(images, pools, chunk, model, repeats, level):
   # The kept path from kept outputs reproduces the two-pass scores (and both are compiled).
   np.testing.assert_allclose(kept(all_indices[:chunk]), two_pass(all_indices[:chunk]),
                              rtol=1e-4, atol=1e-5)
+  labels = np.random.default_rng(1).integers(0, 10, len(images))
+  evaluate = lambda pool: scorer.accuracies((current, previous), images[:pool], labels[:pool])
   for pool in pools:
     indices = all_indices[:pool]
     yield KEPT, pool, 1, bench_utils.best_of(lambda: kept(indices), repeats)
     yield TWO_PASS, pool, 2, bench_utils.best_of(lambda: two_pass(indices), repeats)
+    evaluate(pool)  # Compiles for this pool's chunking (at most one chunk of its own size).
+    yield EVALUATE, pool, 2, bench_utils.best_of(lambda: evaluate(pool), repeats)
+    apart = lambda pool: [scorer.accuracy(v, images[:pool], labels[:pool])
+                          for v in (current, previous)]
+    apart(pool)
+    yield EVALUATE_APART, pool, 2, bench_utils.best_of(lambda: apart(pool), repeats)
 
 
 def bench_torch(images, pools, chunk, model_name, repeats):
@@ -127,7 +142,8 @@ def main(argv=None):
   driver.setup_devices(ml_collections.ConfigDict(dict(
       model=args.model, num_cpu_devices=args.num_cpu_devices, batch_size=min(args.chunks),
       unlabeled_batch_size=min(args.chunks), semi=False, distributed=dict(enabled=False),
-      cpu_convolutions=args.cpu_convolutions, deterministic=bool(args.deterministic))))
+      cpu_convolutions=args.cpu_convolutions, deterministic=bool(args.deterministic),
+      compilation_cache_dir='auto')))
   images = np.random.default_rng(0).integers(0, 256, (max(args.pools), 32, 32, 3),
                                              dtype=np.uint8)
   model = models.create_model(args.model, 10)
@@ -152,12 +168,13 @@ def main(argv=None):
           'score_precision': args.score_precision if impl.startswith('tod_jax') else None,
           'deterministic': bool(args.deterministic),
           'forward_passes_per_image': passes, 'seconds': seconds,
-          'images_per_s': pool / seconds,
+          'images_per_s': pool / seconds, 'us_per_image': 1e6 * seconds / pool,
           **bench_utils.flop_floor(passes * pool * flops_per_image, seconds, args.peak_tflops)})
       lines.append(by_key[impl, pool])
     torch_impl = next((impl for impl, _ in by_key if impl.startswith('torch')), None)
     for pool in args.pools:
-      pairs = [(KEPT, TWO_PASS), (KEPT, torch_impl), (TWO_PASS, torch_impl)]
+      pairs = [(KEPT, TWO_PASS), (KEPT, torch_impl), (TWO_PASS, torch_impl), (EVALUATE, KEPT),
+               (EVALUATE, EVALUATE_APART)]
       for num, den in pairs:
         if (num, pool) in by_key and (den, pool) in by_key:
           lines.append(bench_utils.emit({

@@ -1,6 +1,7 @@
 """Shared test setup: the repo root on sys.path (for `configs`), tiny run configs, the
 environment of subprocesses, the precision of math tests."""
 
+import contextlib
 import os
 import sys
 
@@ -67,6 +68,21 @@ def _run_xla_flags() -> None:
 _run_xla_flags()
 
 
+def _compilation_cache() -> None:
+  """The suite's persistent compilation cache: $JAX_COMPILATION_CACHE_DIR if set, else one
+  directory per user under the system's temporary directory (never the user's own cache),
+  shared by the workers and by every subprocess (they inherit the variable), kept between
+  sessions; README "Benchmarks" has the suite's time with it cold and warm."""
+  import tempfile  # pylint: disable=import-outside-toplevel
+  from tod_jax import compilation_cache  # pylint: disable=import-outside-toplevel
+  os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(
+      tempfile.gettempdir(), f'tod_jax_test_compilation_cache_{os.getuid()}'))
+  compilation_cache.enable(compilation_cache.AUTO)
+
+
+_compilation_cache()
+
+
 @pytest.fixture
 def tiny_config():
   return make_tiny_config()
@@ -87,6 +103,22 @@ def highest_precision():
   import jax  # pylint: disable=import-outside-toplevel
   with jax.default_matmul_precision('highest'):
     yield
+
+
+@contextlib.contextmanager
+def compilations():
+  """Yields a list that gains one entry (its seconds) per XLA backend compilation in the block."""
+  from jax import monitoring  # pylint: disable=import-outside-toplevel
+  seen = []
+
+  def listener(name, seconds, **_):
+    if name == '/jax/core/compile/backend_compile_duration':
+      seen.append(seconds)
+  monitoring.register_event_duration_secs_listener(listener)
+  try:
+    yield seen
+  finally:
+    monitoring.unregister_event_duration_listener(listener)
 
 
 def write_image_folder(root, seeds_per_class=4, unlabeled_per_class=12, test_per_class=3):

@@ -98,3 +98,19 @@ def test_prefetch_to_device_reads_two_ahead_and_keeps_order():
   assert isinstance(first['x'], jax.Array) and first['x'].sharding == sharding
   rest = list(stream)
   assert [int(b['x'][0, 0]) for b in [first] + rest] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize('steps,per,done,stops,expected', [
+    (7, 4, 0, (), [(0, 4), (4, 5), (5, 6), (6, 7)]),  # Blocks of exactly 4, then singles.
+    (8, 4, 0, (), [(0, 4), (4, 8)]),
+    (5, 1, 0, (), [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]),
+    (8, 4, 0, (1,), [(0, 1), (1, 5), (5, 6), (6, 7), (7, 8)]),  # State after step 1 seen.
+    (8, 4, 10, (13,), [(0, 1), (1, 2), (2, 3), (3, 7), (7, 8)]),  # Counts go on from `done`.
+    (8, 4, 0, (4, 8), [(0, 4), (4, 8)]),  # A stop at a block's end splits nothing.
+])
+def test_dispatches_are_blocks_of_k_or_single_steps_ending_at_every_stop(steps, per, done,
+                                                                         stops, expected):
+  plan = batches.dispatches(steps, per, done, stops)
+  assert plan == expected
+  assert [a for a, _ in plan] == [0] + [b for _, b in plan[:-1]]
+  assert all(b - a in (1, per) for a, b in plan)

@@ -65,6 +65,7 @@ def test_score_benchmark_smoke(capsys):
     passes = {'tod_jax_kept_outputs': 1}.get(line['impl'], 2)
     assert line['forward_passes_per_image'] == passes and line['chunk'] == 8
     assert line['images_per_s'] == pytest.approx(line['pool'] / line['seconds'])
+    assert line['us_per_image'] == pytest.approx(1e6 / line['images_per_s'])
     assert line['flops'] > 0 and line['flop_floor_seconds'] == pytest.approx(
         line['flops'] / 2e12)
     assert line['seconds_over_flop_floor'] == pytest.approx(
@@ -75,6 +76,8 @@ def test_score_benchmark_smoke(capsys):
   pairs = [('tod_jax_kept_outputs', 'tod_jax_two_pass', p) for p in (16, 24)]
   pairs += [(a, t, p) for t in torch_impls for p in (16, 24)
             for a in ('tod_jax_kept_outputs', 'tod_jax_two_pass')]
+  pairs += [('tod_jax_evaluate', d, p) for p in (16, 24)
+            for d in ('tod_jax_kept_outputs', 'tod_jax_evaluate_apart')]
   _check_ratios(lines, 'images_per_s', pairs, key=lambda line: (line['pool'],))
   if not HAVE_TORCH:
     assert any(line.get('impl') == 'torch_two_pass' and 'skipped' in line for line in lines)
@@ -360,3 +363,30 @@ def test_init_flatness_prints_each_init_and_pytorch_is_flatter(capsys):
   assert means['tod_jax pytorch'] < means['tod_jax flax'] / 5
   if not HAVE_TORCH:
     assert any(l.get('impl') == 'torch' and 'skipped' in l for l in lines)
+
+
+def test_targets_smoke_prints_each_target_from_its_benchmarks(capsys):
+  """benchmarks/targets.py --smoke: every part runs in its own process and each of the four
+  targets is one line, computed from the parts' printed lines."""
+  import targets  # pylint: disable=import-outside-toplevel
+  returned = targets.main(['--smoke'])
+  printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+             if line.startswith('{')]
+  assert printed[-4:] == returned
+  by_name = {line['target']: line for line in returned}
+  assert list(by_name) == list(targets.GOALS)
+  parts = [line for line in printed if 'part' in line]
+  trains = [line for line in parts if line['part'] == 'train_benchmark.py']
+  assert [line['steps_per_dispatch'] for line in trains] == [1, 1, 2]
+  assert by_name['compile_seconds_warm']['value'] == trains[1]['compile_seconds']
+  assert by_name['compile_seconds_warm']['compile_seconds_cold'] == trains[0]['compile_seconds']
+  assert by_name['labeled_images_per_s']['value'] == max(
+      trains[0]['labeled_images_per_s'], trains[2]['labeled_images_per_s'])
+  evaluate = by_name['evaluate_vs_score']
+  assert evaluate['value'] == pytest.approx(
+      evaluate['evaluate_us_per_forward_pass'] / evaluate['score_us_per_forward_pass'])
+  (estimate,) = [line for line in parts if line['part'] == 'cycle_benchmark.py'
+                 and 'estimated_seconds' in line]
+  assert by_name['protocol_minutes']['value'] == pytest.approx(estimate['estimated_seconds'] / 60)
+  for line in returned:
+    assert isinstance(line['met'], bool) and line['device']['platform'] == jax.default_backend()

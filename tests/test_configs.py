@@ -10,6 +10,7 @@ import pytest
 
 from configs import digits
 from tod_jax import configs, datasets, driver, rundir
+from tod_jax.configs import default
 from tod_jax.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,6 +65,31 @@ def test_resume_tables_name_fields_of_the_defaults():
   assert set(rundir.ADDED_FIELDS) <= known, set(rundir.ADDED_FIELDS) - known
   assert set(configs.RENAMED_FIELDS.values()) <= known
   assert not set(configs.RENAMED_FIELDS) & (known - {'distributed'})  # Old names only.
+
+
+def test_changed_defaults_name_a_field_at_its_new_default():
+  defaults = configs.flatten(json.loads(default.get_config().to_json()))
+  for field, (old, new) in rundir.CHANGED_DEFAULTS.items():
+    assert defaults[field] == new != old, field
+
+
+def test_a_run_saved_at_an_old_default_resumes_with_its_saved_value(tmp_path):
+  """A run saved with compute_dtype='float32' (the old default) resumes under today's
+  'auto' as float32; one saved with 'bfloat16' is another run."""
+  config = digits.get_config()
+  assert config.compute_dtype == 'auto'
+  saved = json.loads(config.to_json())
+  saved['compute_dtype'] = 'float32'
+  (tmp_path / rundir.CONFIG).write_text(json.dumps(saved))
+  rundir.check_config(str(tmp_path), config)
+  resumed = rundir.resumed_config(str(tmp_path), config)
+  assert resumed.compute_dtype == 'float32' and config.compute_dtype == 'auto'
+  assert resumed.to_dict() == {**config.to_dict(), 'compute_dtype': 'float32'}
+  saved['compute_dtype'] = 'bfloat16'
+  (tmp_path / rundir.CONFIG).write_text(json.dumps(saved))
+  assert rundir.resumed_config(str(tmp_path), config) is config
+  with pytest.raises(rundir.ConfigMismatchError, match="compute_dtype: 'bfloat16' there, 'auto'"):
+    rundir.check_config(str(tmp_path), config)
 
 
 def _old_layout(config) -> dict:

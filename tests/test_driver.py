@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import cpu_env, make_tiny_config
+from conftest import compilations, cpu_env, make_tiny_config
 from tod_jax import augment, caches, checkpointing, devices, driver, errors, rundir, tod, train
 from tod_jax import cycle as cycle_lib
 
@@ -353,3 +353,43 @@ def test_runs_differing_by_seed_or_strategy_share_one_compiled_step(tmp_path, mo
       config.num_cycles, config.num_epochs, config.seed, config.strategy = 1, 1, seed, strategy
       driver.run(config, str(tmp_path / f'{strategy}_{seed}'))
   assert len(traced) == 1
+
+
+def test_a_run_with_scanned_steps_queries_and_scores_as_single_steps(tmp_path,
+                                                                     highest_precision):
+  """A whole digits run (2 cycles, 2 epochs of 5 steps: a block of 4 and a single step each)
+  with steps_per_dispatch=4 queries the same samples, with the same accuracies and losses up
+  to rounding, as one step per dispatch."""
+  runs = []
+  for per_dispatch in (1, 4):
+    config = make_tiny_config()
+    config.steps_per_dispatch, config.data_on_device = per_dispatch, 'always'
+    workdir = str(tmp_path / str(per_dispatch))
+    driver.run(config, workdir)
+    ckpt = checkpointing.Checkpointer(workdir)
+    runs.append(([ckpt.restore_meta(c)['labeled'] for c in (1, 2)], _records(workdir)))
+    ckpt.close()
+  (labeled_1, records_1), (labeled_4, records_4) = runs
+  assert labeled_1 == labeled_4
+  for one, four in zip(records_1, records_4):
+    for key in ('test_accuracy', 'ema_test_accuracy', 'train_loss'):
+      assert four[key] == pytest.approx(one[key], abs=1e-5), key
+
+
+def test_a_second_cycles_evaluation_compiles_nothing(tiny_config):
+  """Both models are evaluated in one compiled pass, compiled in cycle 1 and reused after."""
+  from tod_jax import datasets  # pylint: disable=import-outside-toplevel
+  ds = datasets.load_digits()
+  experiment = cycle_lib.setup(tiny_config, ds)
+  labeled = np.random.default_rng(0).choice(ds.pool_size, experiment.initial_size, replace=False)
+  state = cycle_lib.initial_state(experiment, labeled)
+  for _ in range(2):
+    state, record = cycle_lib.run_cycle(experiment, state, ds)
+  with compilations() as compiled:
+    evaluation = cycle_lib.evaluate_models(experiment.scorer,
+                                           (state.variables, state.ema_variables), ds)
+  assert compiled == []
+  assert [e['accuracy'] for e in evaluation] == [record.metrics['test_accuracy'],
+                                                  record.metrics['ema_test_accuracy']]
+  assert evaluation[0]['accuracy'] == experiment.scorer.accuracy(state.variables, ds.test_images,
+                                                                 ds.test_labels)

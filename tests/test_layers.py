@@ -13,7 +13,7 @@ PACKAGE = os.path.join(ROOT, 'tod_jax')
 # Layer of each module (a module may import its own layer and those below).
 LAYERS = {
     0: ('errors', 'interrupts', 'precision', 'registry', 'files', 'caches', 'metric_writers',
-        'tod', 'metrics',
+        'tod', 'metrics', 'compilation_cache', 'profiling',
         'ranking', 'uncertainty', 'conv', 'badge', 'checkpointing', 'configs',
         'configs.default', 'configs.segmentation', 'paired'),
     1: ('devices', 'host_pool', 'sharded_map'),

@@ -93,3 +93,34 @@ def test_every_level_computes_the_same_on_the_cpu(digits):
       variables, other, ds.train_images, np.arange(200)) for level in precision.LEVELS]
   for s in scores[1:]:
     np.testing.assert_array_equal(s, scores[0])
+
+
+@pytest.mark.parametrize('name,platform,expected', [
+    ('auto', 'gpu', 'bfloat16'), ('auto', 'tpu', 'bfloat16'), ('auto', 'cpu', 'float32'),
+    ('float32', 'gpu', 'float32'), ('bfloat16', 'cpu', 'bfloat16')])
+def test_auto_compute_dtype_is_bfloat16_on_gpu_and_tpu_only(name, platform, expected):
+  assert precision.train_dtype(name, platform) == expected
+
+
+def test_auto_is_the_default_and_an_unknown_dtype_is_one_config_error():
+  config = make_tiny_config()
+  assert config.compute_dtype == 'auto'
+  config.compute_dtype = 'float16'
+  with pytest.raises(ConfigError, match=r"compute_dtype 'float16'.*--config.compute_dtype"):
+    driver.validate_config(config)
+
+
+def test_bfloat16_training_keeps_a_float32_scorer():
+  """compute_dtype='bfloat16': the train step's model computes in bfloat16, while the query
+  scores and test metrics come from a float32 model (no bf16 value in the scorer's HLO)."""
+  from tod_jax import cycle  # pylint: disable=import-outside-toplevel
+  config = make_tiny_config()
+  config.compute_dtype = 'bfloat16'
+  ds = datasets.load_digits()
+  experiment = cycle.setup(config, ds)
+  assert experiment.model.dtype == jnp.bfloat16
+  images = ds.train_images[:8]
+  hlo = experiment.scorer._logits.lower(experiment.init_variables, images).as_text()  # pylint: disable=protected-access
+  assert 'bf16' not in hlo
+  assert 'bf16' in jax.jit(lambda v, x: experiment.model.apply(v, x / 1.0, train=False)).lower(
+      experiment.init_variables, images).as_text()

@@ -246,3 +246,41 @@ def test_pool_on_device_and_streamed_batches_train_identically(tiny_config):
                      'batch_stats': state.batch_stats}, metrics))
   assert int(state.step) == 2
   chex.assert_trees_all_close(results[0], results[1])
+
+
+def _trained(config, labeled, on_step=None, stop_at=()):
+  ds = datasets.load_digits()
+  model = models.create_model('small_cnn', 10)
+  state = _state(config, model, init_variables(model, jax.random.PRNGKey(0), ds.image_shape,
+                                               True))
+  inputs = train.CycleInputs(ds, labeled, np.arange(300, 700), np.random.default_rng(0),
+                             jax.random.PRNGKey(0), cycle=1)
+  return train.train_cycle(state, inputs, config, on_step=on_step, stop_at=stop_at)
+
+
+def test_steps_scanned_in_one_dispatch_equal_single_steps(tiny_config):
+  """steps_per_dispatch=4 (a lax.scan over blocks of 4, the epoch's rest one at a time) trains
+  to the state and epoch metrics that one step per dispatch gives, up to rounding."""
+  tiny_config.data_on_device = 'always'
+  results = []
+  for per_dispatch in (1, 4):
+    tiny_config.steps_per_dispatch = per_dispatch
+    seen = []
+    state, metrics = _trained(tiny_config, np.arange(200),  # 7 steps an epoch, 2 epochs.
+                              lambda s, done: seen.append((done, int(s.step))), stop_at=(2,))
+    results.append(({'params': state.params, 'ema_params': state.ema_params,
+                     'batch_stats': state.batch_stats,
+                     'ema_batch_stats': state.ema_batch_stats}, metrics))
+    assert int(state.step) == 14
+  assert seen == [(1, 1), (2, 2), (6, 6), (7, 7), (11, 11), (12, 12), (13, 13), (14, 14)]
+  chex.assert_trees_all_close(results[0], results[1], rtol=1e-5, atol=1e-6)
+
+
+def test_the_scanned_block_compiles_once_for_every_epoch_length(tiny_config):
+  tiny_config.data_on_device, tiny_config.steps_per_dispatch = 'always', 4
+  with caches.scoped():
+    _trained(tiny_config, np.arange(200))  # 7 steps an epoch.
+    _trained(tiny_config, np.arange(270))  # 9 steps an epoch.
+    ds = datasets.load_digits()
+    block = train.make_train_step(tiny_config, ds, indexed=True, scanned=True)
+    assert block.jitted._cache_size() == 1  # pylint: disable=protected-access

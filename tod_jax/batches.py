@@ -94,6 +94,27 @@ def epoch(rng: np.random.Generator, labeled: np.ndarray, unlabeled: np.ndarray,
   return order, list(plans[1].astype(np.int32)) if config.semi else [None] * n_steps
 
 
+def dispatches(num_steps: int, per_dispatch: int, done: int = 0,
+               stop_at: Iterable[int] = ()) -> list[tuple[int, int]]:
+  """An epoch's steps [0, num_steps) as dispatches (start, stop) of exactly `per_dispatch`
+  steps or of one step, so a scanned block compiles once whatever the epoch's length.
+
+  `done` steps precede the epoch; a dispatch ends where done + stop is in `stop_at` (a
+  state someone must see, e.g. a snapshot's step). The rest is single steps.
+  """
+  stops, out, start = set(stop_at), [], 0
+  while start < num_steps:
+    block = start + per_dispatch
+    if per_dispatch > 1 and block <= num_steps and not any(
+        done + s in stops for s in range(start + 1, block)):
+      out.append((start, block))
+      start = block
+    else:
+      out.append((start, start + 1))
+      start += 1
+  return out
+
+
 def check_data_on_device(value: str) -> None:
   if value not in DATA_ON_DEVICE:
     raise ConfigError(f'data_on_device {value!r} is not one of {DATA_ON_DEVICE}; set '

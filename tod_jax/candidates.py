@@ -15,7 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from tod_jax import batches, checkpointing, files, loss_forms, models, train
+from tod_jax import batches, checkpointing, cycle, files, loss_forms, models, train
 from tod_jax.dataset import Dataset
 from tod_jax.errors import ConfigError, MissingFileError, UserError
 from tod_jax.snapshots import Snapshots, parse_interval  # noqa: F401 (public here too)
@@ -58,7 +58,7 @@ def train_candidate(config: ml_collections.ConfigDict, dataset: Dataset, labeled
   per_epoch = batches.steps_per_epoch(len(labeled), config.batch_size)
   total = config.num_epochs * per_epoch
   model = models.create_model(config.model, dataset.num_classes, config.dropout_rate,
-                              config.compute_dtype)
+                              cycle.train_dtype(config))
   key = jax.random.PRNGKey(config.seed)
   variables = init_variables(model, jax.random.fold_in(key, 0), dataset.image_shape,
                              loss_forms.uses_consistency_head(config), config.param_init)
@@ -68,7 +68,8 @@ def train_candidate(config: ml_collections.ConfigDict, dataset: Dataset, labeled
                              decay_step=lr_decay_step(config, total))
   inputs = train.CycleInputs(dataset, labeled, unlabeled, np.random.default_rng(config.seed),
                              jax.random.fold_in(key, 1), cycle=1)
-  state, metrics = train.train_cycle(state, inputs, config, on_step=snapshots.on_step)
+  state, metrics = train.train_cycle(state, inputs, config, on_step=snapshots.on_step,
+                                     stop_at=snapshots.steps)
   meta = {'config': json.loads(config.to_json()), 'train_loss': metrics['sup_loss'],
           'steps': total, 'steps_per_epoch': per_epoch,
           'baselines': {spec: total - n for spec, n in snapshots.steps_back.items()},

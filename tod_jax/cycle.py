@@ -19,7 +19,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from tod_jax import (batches, initializers, loss_forms, loss_prediction, metric_writers, metrics,
-                     models, pretrained, snapshots, strategies, train)
+                     models, precision, pretrained, snapshots, strategies, train)
 from tod_jax.dataset import Dataset
 from tod_jax.errors import ConfigError
 from tod_jax.scoring import Scorer, shared_scorer
@@ -137,6 +137,13 @@ def initial_variables(config: ml_collections.ConfigDict, model: nn.Module,
   return init_vars, init_head
 
 
+def train_dtype(config: ml_collections.ConfigDict, mesh: Optional[Mesh] = None) -> str:
+  """The train step's compute dtype: config.compute_dtype, 'auto' resolved for the mesh's
+  platform (tod_jax.precision.train_dtype)."""
+  mesh = mesh if mesh is not None else make_mesh()
+  return precision.train_dtype(config.compute_dtype, mesh.devices.flat[0].platform)
+
+
 def setup(config: ml_collections.ConfigDict, dataset: Dataset, mesh: Optional[Mesh] = None,
           initial_size: Optional[int] = None) -> Experiment:
   """Checks `config` against `dataset` and builds the run's model, scorer and w_0."""
@@ -151,9 +158,11 @@ def setup(config: ml_collections.ConfigDict, dataset: Dataset, mesh: Optional[Me
   mesh = mesh if mesh is not None else make_mesh()  # Every device of every process.
   train.check_batch_sizes(config, mesh)
   model = models.create_model(config.model, dataset.num_classes, config.dropout_rate,
-                              config.compute_dtype)
+                              train_dtype(config, mesh))
   check_intermediates(config, model, dataset)
-  scorer = shared_scorer(model, tuple(dataset.mean), tuple(dataset.std), config.score_output,
+  # Scores and test metrics from a float32 model, whatever the train step computes in.
+  float32_model = models.create_model(config.model, dataset.num_classes, config.dropout_rate)
+  scorer = shared_scorer(float32_model, tuple(dataset.mean), tuple(dataset.std), config.score_output,
                          config.score_chunk_size, mesh, config.precision.score,
                          config.precision.evaluate)
   init_vars, init_head = initial_variables(config, model, dataset)
@@ -166,6 +175,15 @@ def initial_state(experiment: Experiment, labeled: np.ndarray) -> CycleState:
   base_key = jax.random.PRNGKey(experiment.config.seed)
   return CycleState(0, np.sort(np.asarray(labeled, np.int64)), experiment.init_variables,
                     None, experiment.init_loss_head, 0, jax.random.fold_in(base_key, 1), {}, ())
+
+
+def evaluate_models(scorer: Scorer, variables: tuple[dict, ...],
+                    dataset: Dataset) -> list[dict]:
+  """`evaluate` of each model; classification runs them in one pass over the test set."""
+  if len(dataset.test_labels) and not dataset.is_segmentation:
+    return [{'accuracy': a} for a in scorer.accuracies(variables, dataset.test_images,
+                                                        dataset.test_labels)]
+  return [evaluate(scorer, v, dataset) for v in variables]
 
 
 def evaluate(scorer: Scorer, variables: dict, dataset: Dataset) -> dict:
@@ -224,14 +242,15 @@ def _train(experiment: Experiment, state: CycleState, dataset: Dataset, unlabele
 
   def on_step(ts: TrainState, done: int) -> None:
     cycle_snapshots.on_step(ts, done)
-    if done == 1:
+    if done == 1:  # A dispatch of its own (stop_at), so this times one step.
       jax.block_until_ready(ts.step)
       first['seconds'] = time.perf_counter() - begin
 
   inputs = train.CycleInputs(dataset, state.labeled, unlabeled,
                              np.random.default_rng([config.seed, cycle]), state.key, cycle)
   trained, metrics = train.train_cycle(train_state, inputs, config, mesh=experiment.mesh,
-                                       writer=writer, on_step=on_step)
+                                       writer=writer, on_step=on_step,
+                                       stop_at={1, *cycle_snapshots.steps})
   jax.block_until_ready(trained)
   return _Training(trained, metrics, cycle_snapshots,
                    {'train': time.perf_counter() - begin, 'train_first_step': first['seconds']})
@@ -289,8 +308,8 @@ def run_cycle(experiment: Experiment, state: CycleState, dataset: Dataset, *,
   training = _train(experiment, state, dataset, unlabeled, cycle, writer)
   trained, seconds = training.state, dict(training.seconds)
   begin = time.perf_counter()
-  evaluation = {'model': evaluate(experiment.scorer, trained.variables, dataset),
-                'ema': evaluate(experiment.scorer, trained.ema_variables, dataset)}
+  evaluation = dict(zip(('model', 'ema'), evaluate_models(
+      experiment.scorer, (trained.variables, trained.ema_variables), dataset)))
   seconds['evaluate'] = time.perf_counter() - begin
   begin = time.perf_counter()
   query = _query(experiment, state, training, dataset, unlabeled, cycle)

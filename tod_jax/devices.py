@@ -15,6 +15,7 @@ import ml_collections
 from absl import logging
 from jax.experimental import multihost_utils
 
+from tod_jax import compilation_cache
 from tod_jax.errors import ConfigError, UserError
 
 
@@ -98,8 +99,13 @@ def setup_devices(config: ml_collections.ConfigDict,
   (jax_num_cpu_devices), so the mesh runs data parallel over the cores; -1 (the
   default) chooses with auto_cpu_devices, 0 keeps XLA's one multi-threaded device.
   It has no effect on GPU/TPU meshes. config.cpu_convolutions and config.deterministic:
-  xla_flags. config.distributed.enabled: initialize_distributed.
+  xla_flags. config.compilation_cache_dir: JAX's persistent compilation cache
+  (tod_jax.compilation_cache). config.distributed.enabled: initialize_distributed.
   """
+  directory = compilation_cache.enable(config.compilation_cache_dir)
+  if directory:
+    logging.info('Compiled programs are cached in %s (compilation_cache_dir=%r).', directory,
+                 config.compilation_cache_dir)
   # Counting the model's parameters traces its init: only when an 'auto' setting needs it.
   large = ((config.num_cpu_devices < 0 or config.cpu_convolutions == 'auto')
            and is_large_model(parameter_count))

@@ -17,7 +17,7 @@ from tod_jax import (batches, checkpointing, configs, cycle, datasets, devices, 
 from tod_jax.dataset import Dataset
 from tod_jax.errors import ConfigError
 
-DTYPES = ('float32', 'bfloat16')  # Allowed for compute_dtype and kept_outputs.dtype.
+DTYPES = ('float32', 'bfloat16')  # Allowed for kept_outputs.dtype.
 TEACHERS = ('ema', 'cyclic')  # config.loss_teacher.
 
 
@@ -35,11 +35,10 @@ def validate_config(config: ml_collections.ConfigDict, own_dataset: bool = False
   configs.check_fields(config)  # A misspelt field would be ignored.
   if not own_dataset:
     datasets.DATASETS.get(config.dataset)
-  for field, value in (('compute_dtype', config.compute_dtype),
-                       ('kept_outputs.dtype', config.kept_outputs.dtype)):
-    if value not in DTYPES:
-      raise ConfigError(f'{field} {value!r} is not supported; set --config.{field} to one of '
-                        f'{DTYPES}.')
+  precision.check_compute_dtype(config.compute_dtype)
+  if config.kept_outputs.dtype not in DTYPES:
+    raise ConfigError(f'kept_outputs.dtype {config.kept_outputs.dtype!r} is not supported; set '
+                      f'--config.kept_outputs.dtype to one of {DTYPES}.')
   models.MODELS.get(config.model)
   initializers.check(config.param_init)
   if config.init_checkpoint:  # Before the dataset loads, which can take minutes.
@@ -58,6 +57,14 @@ def validate_config(config: ml_collections.ConfigDict, own_dataset: bool = False
   if config.num_cycles < 1 or config.num_epochs < 1 or config.batch_size < 1:
     raise ConfigError('num_cycles, num_epochs and batch_size must be at least 1; got '
                       f'{config.num_cycles}, {config.num_epochs}, {config.batch_size}.')
+  for field, choices in (('compilation_cache_dir', "a path, 'auto' or '' (no cache)"),
+                         ('profile_dir', "a path or '' (no trace)")):
+    if not isinstance(config[field], str):
+      raise ConfigError(f'{field} {config[field]!r} is not a directory; set --config.{field} '
+                        f'to {choices}.')
+  if config.steps_per_dispatch < 1:
+    raise ConfigError(f'steps_per_dispatch must be at least 1 (1: one train step per '
+                      f'dispatch); got {config.steps_per_dispatch}.')
   precision.check(config)
   label_noise.check_probability(config.label_noise)
   cycle.snapshot_intervals(config)
@@ -117,6 +124,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   """
   validate_config(config, own_dataset=dataset is not None)
   rundir.check_workdir(workdir, config, fresh_start)
+  config = rundir.resumed_config(workdir, config)  # A changed default keeps the saved value.
   checkpointer = checkpointing.Checkpointer(workdir)
   try:
     last = checkpointer.latest_cycle()

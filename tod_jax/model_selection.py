@@ -174,8 +174,8 @@ def load_outputs(directories: Sequence[str], config: ml_collections.ConfigDict, 
   `config` gives the model (it must be the candidates'), f of Eq. 10 (score_output)
   and the chunk size.
   """
-  model = models.create_model(config.model, dataset.num_classes, config.dropout_rate,
-                              config.compute_dtype)
+  # Test-set outputs from a float32 model, as the scorer of a run (cycle.setup).
+  model = models.create_model(config.model, dataset.num_classes, config.dropout_rate)
   scorer = scoring.shared_scorer(model, tuple(dataset.mean), tuple(dataset.std),
                                  config.score_output, config.score_chunk_size, make_mesh(),
                                  config.precision.score, config.precision.evaluate)

@@ -14,6 +14,10 @@ config.precision.train: the train step; .evaluate: test-set accuracy and IoU;
 core-set distances, LL4AL's predicted loss, VAAL's discriminator, BADGE).
 COD is the difference of two nearly equal outputs, so scoring defaults to
 'highest' (README, "Precision": measured overlap, accuracy and time).
+
+config.compute_dtype: the dtype the train step computes in ('auto': bfloat16 on GPU
+and TPU, float32 on CPU). Parameters, BatchNorm statistics, the loss and every score
+stay float32: the scorer and the test-set evaluation run a float32 model.
 """
 
 import functools
@@ -27,6 +31,9 @@ from tod_jax.errors import ConfigError
 LEVELS = ('default', 'high', 'highest')
 PHASES = ('train', 'evaluate', 'score')
 DEFAULTS = {'train': 'default', 'evaluate': 'default', 'score': 'highest'}
+COMPUTE_DTYPES = ('auto', 'float32', 'bfloat16')  # config.compute_dtype.
+# Platforms whose matrix units run bfloat16 natively; a CPU gains nothing from it (REFERENCE).
+BFLOAT16_PLATFORMS = ('gpu', 'cuda', 'rocm', 'tpu')
 
 
 def check(config: ml_collections.ConfigDict) -> None:
@@ -36,6 +43,21 @@ def check(config: ml_collections.ConfigDict) -> None:
     if level not in LEVELS:
       raise ConfigError(f'precision.{phase} {level!r} is not a precision level; set '
                         f'--config.precision.{phase} to one of {LEVELS}.')
+
+
+def check_compute_dtype(name: str) -> None:
+  if name not in COMPUTE_DTYPES:
+    raise ConfigError(f'compute_dtype {name!r} is not supported; set --config.compute_dtype to '
+                      f'one of {COMPUTE_DTYPES}.')
+
+
+def train_dtype(name: str, platform: str) -> str:
+  """The dtype the train step computes in: `name`, with 'auto' resolved for `platform`
+  (jax.Device.platform): 'bfloat16' on GPU and TPU, 'float32' elsewhere."""
+  check_compute_dtype(name)
+  if name != 'auto':
+    return name
+  return 'bfloat16' if platform in BFLOAT16_PLATFORMS else 'float32'
 
 
 def traced_at(level: Optional[str], fn: Callable[..., Any]) -> Callable[..., Any]:

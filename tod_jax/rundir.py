@@ -9,6 +9,7 @@ Every command that reads a run (driver, analyze, query, compare, benchmarks) goe
 through this module. Only process 0 writes files (multi-host runs).
 """
 
+import copy
 import json
 import os
 from typing import Optional
@@ -28,7 +29,8 @@ CONFIG, METRICS = 'config.json', 'metrics.jsonl'
 RESUMABLE_CHANGES = frozenset(
     {'num_cycles', 'progress_bar', 'tensorboard', 'score_chunk_size', 'data_dir',
      'data_on_device', 'device_data_max_bytes', 'distributed', 'num_cpu_devices',
-     'cpu_convolutions', 'deterministic', 'precision'})
+     'cpu_convolutions', 'deterministic', 'precision', 'steps_per_dispatch',
+     'compilation_cache_dir', 'profile_dir'})
 # Config fields added after runs were saved: a config.json without one had this value.
 ADDED_FIELDS = {
     'label_noise': 0.0, 'label_noise_seed': 0, 'snapshot_intervals': '',
@@ -37,9 +39,13 @@ ADDED_FIELDS = {
     'vaal.adversary_weight': 1.0, 'vaal.learning_rate': 5e-4, 'vaal.batch_size': 64,
     'vaal.vae_steps': 2, 'vaal.discriminator_steps': 1, 'vaal.iteration_fraction': 0.25,
     'init_checkpoint': '', 'distributed.host_pool': False, 'cpu_convolutions': 'xla_default',
-    'param_init': 'flax', 'deterministic': False,
+    'param_init': 'flax', 'deterministic': False, 'steps_per_dispatch': 1,
+    'compilation_cache_dir': '', 'profile_dir': '',
     # Runs before the precision policy ran every phase at JAX's default.
     **{f'precision.{phase}': 'default' for phase in precision.PHASES}}
+# Config fields whose default changed: {field: (old default, new default)}. A run saved with
+# the old default and resumed under the new one is the same run, and keeps its saved value.
+CHANGED_DEFAULTS = {'compute_dtype': ('float32', 'auto')}
 
 
 class ConfigMismatchError(ConfigError):
@@ -78,7 +84,7 @@ def check_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   if not os.path.exists(path):
     return
   saved = configs.flatten(_saved_fields(path))
-  current = configs.flatten(json.loads(config.to_json()))
+  current = configs.flatten(json.loads(resumed_config(workdir, config).to_json()))
   diffs = sorted(k for k in set(saved) | set(current)
                  if k not in RESUMABLE_CHANGES and k.split('.')[0] not in RESUMABLE_CHANGES
                  and saved.get(k) != current.get(k))
@@ -87,6 +93,26 @@ def check_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     raise ConfigMismatchError(
         f'{workdir} holds a run with another config ({detail}); use a new --workdir, or '
         'the same config to resume it.')
+
+
+def resumed_config(workdir: str, config: ml_collections.ConfigDict
+                   ) -> ml_collections.ConfigDict:
+  """`config` as a run in `workdir` resumes it: a field of CHANGED_DEFAULTS at its new default
+  takes the old default where the saved run has it (`config` itself when nothing changes)."""
+  path = os.path.join(workdir, CONFIG)
+  if not os.path.exists(path):
+    return config
+  saved = configs.flatten(_saved_fields(path))
+  kept = {field: old for field, (old, new) in CHANGED_DEFAULTS.items()
+          if saved.get(field) == old and configs.flatten(
+              json.loads(config.to_json())).get(field) == new}
+  if not kept:
+    return config
+  config = copy.deepcopy(config)
+  for field, value in kept.items():
+    group, _, name = field.rpartition('.')
+    (config[group] if group else config)[name] = value
+  return config
 
 
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:

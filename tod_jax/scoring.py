@@ -80,6 +80,12 @@ def _cod(apply_fn, mean, std, output, variables_pair, images):
                                 _outputs(apply_fn, mean, std, output, baseline, images))
 
 
+def _predictions(apply_fn, mean, std, variables_tuple, images):
+  """[chunk, len(variables_tuple)] argmax predictions of each model; the images normalised once."""
+  x = augment.normalize(images, mean, std)
+  return jnp.stack([jnp.argmax(apply_fn(v, x, train=False), -1) for v in variables_tuple], -1)
+
+
 def _confusion(apply_fn, mean, std, num_classes, ignore_label, variables, batch):
   images, labels = batch
   predictions = jnp.argmax(_logits(apply_fn, mean, std, variables, images), -1)
@@ -124,6 +130,10 @@ class Scorer:
     self._uncertainty = functools.lru_cache(maxsize=None)(functools.partial(mapper, _uncertainty))
     self._mc_uncertainty = functools.lru_cache(maxsize=None)(
         functools.partial(mapper, _mc_uncertainty))
+    # Test-set predictions of one or several models in one pass, in chunks of a given size.
+    self._predictions_in = functools.lru_cache(maxsize=None)(
+        lambda size: PoolMapper(functools.partial(_predictions, model.apply, mean, std), size,
+                                self.mesh, evaluate_precision))
     self._confusion = functools.lru_cache(maxsize=None)(
         lambda *args: PoolMapper(functools.partial(_confusion, model.apply, mean, std, *args),
                                  chunk_size, self.mesh, evaluate_precision))
@@ -211,9 +221,16 @@ class Scorer:
 
   def accuracy(self, variables: chex.ArrayTree, images: np.ndarray, labels: np.ndarray) -> float:
     """Top-1 accuracy of `variables` on (images, labels), in chunks of at most len(images)."""
-    logits = self._logits_in(min(self.chunk_size, len(images)), self.evaluate_precision)(
-        variables, images, None)
-    return float(np.mean(np.argmax(logits, -1) == labels))
+    return self.accuracies((variables,), images, labels)[0]
+
+  def accuracies(self, variables: Sequence[chex.ArrayTree], images: np.ndarray,
+                 labels: np.ndarray) -> list[float]:
+    """Top-1 accuracy of each of several models (e.g. w_c and its EMA) on (images, labels), in
+    one pass over the images in chunks of at most len(images); only predictions leave the
+    devices. Compiles once per number of models and chunk size."""
+    predictions = self._predictions_in(min(self.chunk_size, len(images)))(
+        tuple(variables), images, None)
+    return [float(v) for v in np.mean(predictions == np.asarray(labels)[:, None], 0)]
 
   def confusion(self, variables: chex.ArrayTree, images: np.ndarray, labels: np.ndarray,
                 num_classes: int, ignore_label: Optional[int] = None) -> np.ndarray:

@@ -56,6 +56,11 @@ class Snapshots:
     for spec, n in self.steps_back.items():
       self._wanted.setdefault(total_steps - n, []).append(spec)
 
+  @property
+  def steps(self) -> tuple[int, ...]:
+    """The step counts whose states `on_step` must see (train_cycle's stop_at)."""
+    return tuple(sorted(self._wanted))
+
   def on_step(self, state: Any, steps_done: int) -> None:
     for spec in self._wanted.get(steps_done, ()):
       self.variables[spec] = jax.tree.map(jnp.copy, state.variables)

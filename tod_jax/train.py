@@ -3,7 +3,7 @@
 import dataclasses
 import functools
 import math
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional
 
 import chex
 import jax
@@ -16,7 +16,7 @@ import tqdm
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from tod_jax import (augment, batches, caches, loss_forms, loss_prediction, metric_writers,
-                     precision, tod)
+                     precision, profiling, tod)
 from tod_jax.dataset import Dataset
 from tod_jax.errors import ConfigError, UserError
 from tod_jax.sharded_map import DATA_AXIS, make_mesh, put
@@ -275,6 +275,16 @@ def _indexed_train_step(state: TrainState, data: dict, labeled_indices: chex.Arr
   return train_step(state, labeled, unlabeled, rng, detach_loss_head, **kwargs)
 
 
+def _scanned_train_step(state: TrainState, data: dict, labeled_block: chex.Array,
+                        unlabeled_block: Optional[chex.Array], rng: chex.PRNGKey,
+                        detach_loss_head: bool = False, **kwargs) -> tuple[TrainState, dict]:
+  """_indexed_train_step over a block of K steps in one `lax.scan`: indices [K, B] (and
+  [K, U], or None); the metrics come back stacked, [K] each."""
+  def body(state, indices):
+    return _indexed_train_step(state, data, *indices, rng, detach_loss_head, **kwargs)
+  return jax.lax.scan(body, state, (labeled_block, unlabeled_block))
+
+
 def check_batch_sizes(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
   """Raises unless every batch splits evenly over the mesh's devices."""
   sizes = {'batch_size': config.batch_size}
@@ -288,7 +298,8 @@ def check_batch_sizes(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
 
 
 def make_train_step(config: ml_collections.ConfigDict, dataset: Dataset,
-                    mesh: Optional[Mesh] = None, indexed: bool = False) -> Callable:
+                    mesh: Optional[Mesh] = None, indexed: bool = False,
+                    scanned: bool = False) -> Callable:
   """The jitted train_step, data-parallel over `mesh` (default: all devices).
 
   The state and the key are replicated and the batches split along the mesh's
@@ -298,19 +309,26 @@ def make_train_step(config: ml_collections.ConfigDict, dataset: Dataset,
   with `indexed=True` as `step(state, data, labeled_indices, unlabeled_indices,
   rng, detach_loss_head=False)`, gathering the batches inside jit from `data`
   ({'image', 'label'} of the whole pool, replicated on the devices; unlabeled
-  indices None without the TOD loss).
+  indices None without the TOD loss). `scanned=True` (indexed too): several steps in one
+  dispatch, `step(state, data, labeled_block [K, B], unlabeled_block [K, U] or None, rng)`,
+  returning metrics stacked [K] (the same as K calls, in one `lax.scan`).
   """
   mesh = mesh if mesh is not None else make_mesh()
   check_batch_sizes(config, mesh)
-  return _make_step(StepSettings.create(config, dataset), mesh, indexed)
+  return _make_step(StepSettings.create(config, dataset), mesh, indexed, scanned)
 
 
 @caches.memoize
-def _make_step(settings: StepSettings, mesh: Mesh, indexed: bool) -> Callable:
+def _make_step(settings: StepSettings, mesh: Mesh, indexed: bool,
+               scanned: bool = False) -> Callable:
   """make_train_step's step, one per setting, so every cycle (and run) reuses its compilation."""
   replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
   kwargs = dict(settings=settings)
-  if indexed:
+  if scanned:
+    block = NamedSharding(mesh, P(None, DATA_AXIS))  # Each step's batch split over devices.
+    fn, batch_shardings = functools.partial(_scanned_train_step, **kwargs), (
+        replicated, block, block)
+  elif indexed:
     fn, batch_shardings = functools.partial(_indexed_train_step, **kwargs), (
         replicated, sharded, sharded)
   else:
@@ -330,9 +348,10 @@ def _make_step(settings: StepSettings, mesh: Mesh, indexed: bool) -> Callable:
 
 
 def _epoch_summary(history: list[dict], cycle: int, epoch: int) -> dict:
-  """Mean metrics of an epoch's steps; raises NonFiniteLossError if any is not finite."""
+  """Mean metrics of an epoch's steps (history: per dispatch, a scalar or [K] per metric);
+  raises NonFiniteLossError if any is not finite."""
   metrics = {k: float(v) for k, v in jax.tree.map(
-      lambda *m: jnp.mean(jnp.stack(m)), *history).items()}
+      lambda *m: jnp.mean(jnp.concatenate([jnp.atleast_1d(x) for x in m])), *history).items()}
   if not all(math.isfinite(v) for v in metrics.values()):
     raise NonFiniteLossError(
         f'Loss is not finite at cycle {cycle}, epoch {epoch + 1} ({metrics}); lower '
@@ -356,8 +375,8 @@ class CycleInputs:
 def train_cycle(state: TrainState, inputs: CycleInputs, config: ml_collections.ConfigDict, *,
                 mesh: Optional[Mesh] = None,
                 writer: metric_writers.MetricWriter = metric_writers.NullWriter(),
-                on_step: Optional[Callable[[TrainState, int], None]] = None
-                ) -> tuple[TrainState, dict]:
+                on_step: Optional[Callable[[TrainState, int], None]] = None,
+                stop_at: Iterable[int] = ()) -> tuple[TrainState, dict]:
   """Trains `config.num_epochs` epochs over the labeled set, data-parallel over `mesh`.
 
   With a loss prediction module (LL4AL) its gradient into the model is stopped
@@ -365,17 +384,25 @@ def train_cycle(state: TrainState, inputs: CycleInputs, config: ml_collections.C
   Every batch has exactly `config.batch_size` samples (batches.epoch), so the step
   compiles once. A pool that fits (batches.keeps_data_on_device) is put on
   the devices once and each step receives only indices; a larger one is streamed,
-  two batches ahead. Both give the same result. Each epoch's mean metrics go to
-  `writer` ('train/<name>' at the step count).
+  two batches ahead. Both give the same result. With the pool on the devices,
+  config.steps_per_dispatch steps run in one dispatch (a `lax.scan`; the epoch's
+  remainder one step at a time). Each epoch's mean metrics go to
+  `writer` ('train/<name>' at the step count). config.profile_dir: a jax.profiler trace of
+  cycle 1's second epoch goes there (tod_jax.profiling).
   Raises NonFiniteLossError (the state passed in is then unusable: it was donated)
   as soon as an epoch's loss is not finite. `on_step(state, steps_done)`, if
-  given, runs after every step (steps counted from 1 in this call); it must copy
-  what it keeps, because the next step donates the state's buffers.
+  given, runs after every dispatch (steps counted from 1 in this call); a dispatch
+  ends at every count in `stop_at`, so on_step sees those states. It must copy
+  what it keeps, because the next dispatch donates the state's buffers.
   """
   dataset = inputs.dataset
   mesh = mesh if mesh is not None else make_mesh()
   on_device = batches.keeps_data_on_device(config, dataset)
   step_fn = make_train_step(config, dataset, mesh, indexed=on_device)
+  per_dispatch = config.steps_per_dispatch if on_device else 1
+  block_fn = (make_train_step(config, dataset, mesh, indexed=True, scanned=True)
+              if per_dispatch > 1 else None)
+  stop_at = frozenset(stop_at)
   replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
   state, key = put(state, replicated), put(inputs.key, replicated)
   pool = (put({'image': dataset.train_images, 'label': dataset.train_labels}, replicated)
@@ -389,14 +416,37 @@ def train_cycle(state: TrainState, inputs: CycleInputs, config: ml_collections.C
     detach = state.loss_head_params is not None and epoch >= detach_from
     order, unlabeled = batches.epoch(inputs.batch_rng, inputs.labeled, inputs.unlabeled, config,
                                      dataset.train_images, sharded)
+    if block_fn is None:
+      dispatched = ((step_fn, batch, 1) for batch in
+                    batches.device_batches(dataset, pool, order, unlabeled, sharded))
+    else:
+      dispatched = _blocks(step_fn, block_fn, pool, order, unlabeled, mesh,
+                           batches.dispatches(len(order), per_dispatch, done, stop_at))
     history = []
-    for batch in batches.device_batches(dataset, pool, order, unlabeled, sharded):
-      state, metrics = step_fn(state, *batch, key, detach_loss_head=detach)
-      history.append(metrics)
-      done += 1
-      if on_step is not None:
-        on_step(state, done)
-    epoch_metrics = _epoch_summary(history, inputs.cycle, epoch)
+    with profiling.epoch_trace(config.profile_dir, inputs.cycle, epoch, config.num_epochs):
+      for fn, batch, steps in dispatched:
+        state, metrics = fn(state, *batch, key, detach_loss_head=detach)
+        history.append(metrics)
+        done += steps
+        if on_step is not None:
+          on_step(state, done)
+      epoch_metrics = _epoch_summary(history, inputs.cycle, epoch)  # Waits for the epoch.
     bar.set_postfix(loss=f"{epoch_metrics['loss']:.4f}", acc=f"{epoch_metrics['accuracy']:.3f}")
     writer.write_scalars(int(state.step), {f'train/{k}': v for k, v in epoch_metrics.items()})
   return state, epoch_metrics
+
+
+def _blocks(step_fn: Callable, block_fn: Callable, pool: dict, order: np.ndarray,
+            unlabeled: list, mesh: Mesh, plan: list[tuple[int, int]]) -> Iterator[tuple]:
+  """(the step function, its batch arguments, steps) per dispatch of `plan`: a scanned block
+  gets its steps' indices stacked [K, batch], a single step its batch's."""
+  sharded, block = NamedSharding(mesh, P(DATA_AXIS)), NamedSharding(mesh, P(None, DATA_AXIS))
+  for start, stop in plan:
+    labeled, rest = order[start:stop], unlabeled[start:stop]
+    rest = None if rest[0] is None else np.stack(rest)
+    if stop - start == 1:
+      yield step_fn, (pool, put(labeled[0], sharded),
+                      None if rest is None else put(rest[0], sharded)), 1
+    else:
+      yield block_fn, (pool, put(labeled, block), None if rest is None else put(rest, block)), (
+          stop - start)

@@ -21,11 +21,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.crop_size = 0  # Segmentation: random crop_size x crop_size crop of image and mask; 0: none.
   config.data_on_device = 'auto'  # Pool kept on every device, steps get indices: 'auto', 'always', 'never' (stream).
   config.device_data_max_bytes = 2**30  # 'auto' keeps the pool on device up to this size (per device).
+  config.steps_per_dispatch = 1  # Train steps per dispatch (lax.scan) with the pool on device; 1: none.
 
   # Model.
   config.model = 'resnet18'  # A name in tod_jax.models.MODELS.
   config.dropout_rate = 0.0  # Dropout before the classifier (MC-dropout needs > 0).
-  config.compute_dtype = 'float32'  # 'bfloat16': mixed precision (float32 params, BN statistics, loss).
+  # Train step's compute: 'auto' (bfloat16 on GPU/TPU, float32 on CPU), 'float32' or 'bfloat16'
+  # (mixed: float32 params, BN statistics, loss; scoring and evaluation stay float32).
+  config.compute_dtype = 'auto'
   config.param_init = 'pytorch'  # Initial values: 'pytorch' (authors' code) or 'flax' (initializers.py).
   config.init_checkpoint = ''  # Pretrained weights: a .pth state dict or tod_jax checkpoint dir.
 
@@ -98,6 +101,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_cpu_devices = -1  # On CPU: N XLA devices (data parallel); -1: auto (devices.py); 0: one.
   config.deterministic = True  # XLA:GPU deterministic kernels, no autotuning (devices.py).
   config.cpu_convolutions = 'auto'  # XLA:CPU kernels: 'eigen', 'xla_default'; 'auto': eigen for large models.
+  # Persistent compilation cache: 'auto' ($XDG_CACHE_HOME or ~/.cache)/tod_jax/jax, '' off, or a dir.
+  config.compilation_cache_dir = 'auto'
   config.distributed = ml_collections.ConfigDict()  # Several hosts (devices.py, host_pool.py).
   config.distributed.enabled = False  # jax.distributed.initialize() before anything else.
   config.distributed.coordinator_address = ''  # 'host:port' of process 0; '': from the env.
@@ -110,4 +115,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0  # Initial labeled set, initialisation, batches, augmentation.
   config.tensorboard = True  # Write TensorBoard events to workdir/tensorboard.
   config.progress_bar = True  # One tqdm bar per cycle.
+  config.profile_dir = ''  # A jax.profiler trace of cycle 1's second epoch goes here; '': none.
   return config
