@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from absl import flags
 from ml_collections import config_flags
@@ -62,6 +63,16 @@ def config_flag_values(default_config: str,
       'Run config; override fields with --config.<field>=value.', flag_values=fv,
       lock_config=False, sys_argv=None if argv is None else [sys.argv[0], *argv])
   return fv
+
+
+def parse_run_config(fv: flags.FlagValues, name: str,
+                     argv: Optional[list] = None) -> ml_collections.ConfigDict:
+  """Parses `argv` (sys.argv[1:] if None) into `fv` and returns its config, quiet: no
+  progress bar, no TensorBoard."""
+  fv([name] + list(sys.argv[1:] if argv is None else argv))
+  config = fv.config
+  config.progress_bar, config.tensorboard = False, False
+  return config
 
 
 def subprocess_env(**changes: str) -> dict:

@@ -60,9 +60,7 @@ def parse_flags(argv):
                       flag_values=fv)
   flags.DEFINE_bool('smoke', False, '2 epochs, 2 cycles, a 2-cycle protocol (for the tests).',
                     flag_values=fv)
-  fv(['cycle_benchmark'] + list(sys.argv[1:] if argv is None else argv))
-  config = fv.config
-  config.progress_bar, config.tensorboard = False, False
+  config = bench_utils.parse_run_config(fv, 'cycle_benchmark', argv)
   if fv.smoke:
     config.num_epochs, config.num_cycles, fv.cycles = 2, 2, 2
   if fv.fraction:

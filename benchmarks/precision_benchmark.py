@@ -55,9 +55,7 @@ def parse_flags(argv):
                       flag_values=fv)
   flags.DEFINE_bool('smoke', False, '1 cycle of 1 epoch, one seed (for the tests).',
                     flag_values=fv)
-  fv(['precision_benchmark'] + list(sys.argv[1:] if argv is None else argv))
-  config = fv.config
-  config.progress_bar, config.tensorboard = False, False
+  config = bench_utils.parse_run_config(fv, 'precision_benchmark', argv)
   if fv.smoke:
     config.num_cycles, config.num_epochs, fv.seeds = 1, 1, ['0']
   return fv, config

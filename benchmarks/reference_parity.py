@@ -128,9 +128,7 @@ def parse_flags(argv: Optional[list[str]]) -> tuple[flags.FlagValues, Any]:
                     'these --out files.', flag_values=fv)
   flags.DEFINE_integer('torch_threads', 1, 'torch.set_num_threads for the reference (0: '
                        "torch's default, one per core).", flag_values=fv)
-  fv(['reference_parity'] + list(sys.argv[1:] if argv is None else argv))
-  config = fv.config
-  config.progress_bar, config.tensorboard = False, False
+  config = bench_utils.parse_run_config(fv, 'reference_parity', argv)
   config.num_epochs = fv.num_epochs or config.num_epochs
   config.num_cycles = fv.num_cycles or config.num_cycles
   for name, values, allowed in (('strategies', fv.strategies, STRATEGIES),
