@@ -66,47 +66,55 @@ def test_queries_are_new_unlabeled_indices(uninterrupted):
   assert len(queried) == 72 and not queried & before and after == before | queried
 
 
+def _strip(records):
+  return [{k: v for k, v in r.items() if not k.endswith('seconds')} for r in records]
+
+
+def _before_cycle(monkeypatch, number: int, action) -> None:
+  """Makes train.train_cycle call `action()` before it trains cycle `number`."""
+  original = train.train_cycle
+
+  def patched(state, inputs, *args, **kwargs):
+    if inputs.cycle == number:
+      action()
+    return original(state, inputs, *args, **kwargs)
+
+  monkeypatch.setattr(train, 'train_cycle', patched)
+
+
 def test_resume_after_interruption_gives_the_same_labeled_set(uninterrupted, tmp_path,
                                                               monkeypatch):
   config, full_dir, full_records = uninterrupted
   workdir = str(tmp_path)
-  original = train.train_cycle
 
-  def interrupted_in_cycle_3(state, inputs, *args, **kwargs):
-    if inputs.cycle == 3:
-      raise KeyboardInterrupt
-    return original(state, inputs, *args, **kwargs)
+  def ctrl_c():
+    raise KeyboardInterrupt
 
-  monkeypatch.setattr(train, 'train_cycle', interrupted_in_cycle_3)
-  with pytest.raises(KeyboardInterrupt):
-    driver.run(config, workdir)
+  with monkeypatch.context() as patch:
+    _before_cycle(patch, 3, ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+      driver.run(config, workdir)
   assert [r['cycle'] for r in _records(workdir)] == [1, 2]
-  monkeypatch.setattr(train, 'train_cycle', original)
   resumed = driver.run(config, workdir)
   np.testing.assert_array_equal(rundir.final_labeled(workdir), rundir.final_labeled(full_dir))
-  strip = lambda rs: [{k: v for k, v in r.items() if not k.endswith('seconds')} for r in rs]
-  assert strip(resumed) == strip(full_records)
+  assert _strip(resumed) == _strip(full_records)
 
 
 def test_ctrl_c_a_library_swallows_still_stops_after_the_cycle(uninterrupted, tmp_path,
                                                               monkeypatch):
   config, _, full_records = uninterrupted
   workdir = str(tmp_path)
-  original = train.train_cycle
 
-  def swallowed_in_cycle_2(state, inputs, *args, **kwargs):
-    if inputs.cycle == 2:
-      try:  # As a dependency that catches BaseException would.
-        os.kill(os.getpid(), signal.SIGINT)
-      except BaseException:  # pylint: disable=broad-except
-        pass
-    return original(state, inputs, *args, **kwargs)
+  def swallowed_ctrl_c():
+    try:  # As a dependency that catches BaseException would.
+      os.kill(os.getpid(), signal.SIGINT)
+    except BaseException:  # pylint: disable=broad-except
+      pass
 
-  monkeypatch.setattr(train, 'train_cycle', swallowed_in_cycle_2)
+  _before_cycle(monkeypatch, 2, swallowed_ctrl_c)
   with pytest.raises(errors.Interrupted, match='cycle 3 was not started, cycle 2 is kept'):
     driver.run(config, workdir)
-  strip = lambda rs: [{k: v for k, v in r.items() if not k.endswith('seconds')} for r in rs]
-  assert strip(_records(workdir)) == strip(full_records[:2])
+  assert _strip(_records(workdir)) == _strip(full_records[:2])
   assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
