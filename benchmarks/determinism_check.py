@@ -1,4 +1,4 @@
-"""Does a run stopped and resumed in a new process end as the uninterrupted run? (README,
+"""Does a run stopped and resumed in a new process end as the uninterrupted run? (docs/scale.md,
 "Precision and determinism")
 
   python benchmarks/determinism_check.py                             # config.deterministic

@@ -11,7 +11,7 @@
 #    memory, the protocol estimate;  4. precision: COD's query, accuracy and time at 'default'
 #    (TF32) against 'highest' on digits;  5. determinism: a run stopped and resumed in a new
 #    process against the uninterrupted run, with and without deterministic kernels;  6. the
-#    README's digits run, wall time and accuracies. Every line is JSON and names its device.
+#    README's main digits run, wall time and accuracies. Every line is JSON and names its device.
 # Python: $PYTHON, else the python3 on PATH. PyTorch lines need torch (the `bench` extra);
 # without it they say "skipped".
 set -euo pipefail

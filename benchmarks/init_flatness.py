@@ -1,4 +1,4 @@
-"""How flat the initial network's softmax is on the digits pool, per param_init (README,
+"""How flat the initial network's softmax is on the digits pool, per param_init (docs/method.md,
 "Where tod_jax follows the paper": cycle 1's COD query compares with this network).
 
   python benchmarks/init_flatness.py [--seeds=0,1,2]

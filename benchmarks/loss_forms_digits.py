@@ -1,4 +1,4 @@
-"""Cycle-1 test accuracy on digits for each form of the TOD loss (README, "Why the paper's
+"""Cycle-1 test accuracy on digits for each form of the TOD loss (docs/method.md, "Why the paper's
 form of the loss hurt").
 
   python benchmarks/loss_forms_digits.py [--seeds=0,1,2,3,4] [--workdir=runs/loss_forms]

@@ -1,4 +1,5 @@
-"""How much of a run survives reduced precision: COD's query, accuracy, time (README, "Precision").
+"""How much of a run survives reduced precision: COD's query, accuracy, time (docs/scale.md,
+"Precision and determinism").
 
   python benchmarks/precision_benchmark.py --mode=bfloat16 --seeds=0,1,2,3,4   # any machine
   python benchmarks/precision_benchmark.py --mode=tf32 --seeds=0,1,2           # a GPU

@@ -72,7 +72,8 @@ def _compilation_cache() -> None:
   """The suite's persistent compilation cache: $JAX_COMPILATION_CACHE_DIR if set, else one
   directory per user under the system's temporary directory (never the user's own cache),
   shared by the workers and by every subprocess (they inherit the variable), kept between
-  sessions; README "Benchmarks" has the suite's time with it cold and warm."""
+  sessions; docs/results.md ("Persistent compilation cache") has the suite's time with it cold
+  and warm."""
   import tempfile  # pylint: disable=import-outside-toplevel
   from tod_jax import compilation_cache  # pylint: disable=import-outside-toplevel
   os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(

@@ -1,4 +1,4 @@
-"""Every mistake a user can make (issue #26 and the README's list), as a table.
+"""Every mistake a user can make (issue #26 and docs/errors.md's list), as a table.
 
 Command-line rows run the real command (`python -m tod_jax.<command>`), three at a time,
 each on its own files. A mistake must end with exit code 1, no traceback, and
@@ -224,7 +224,7 @@ def _rows(tmp: str, finished_run: str) -> dict[str, Row]:
       'compare_seeds': Row(['compare', f'--config={DIGITS}', f'--workdir={w["cmp"]}',
                             '--seeds=zero'], "--seeds takes ints separated by commas; got 'zero'",
                            (w['cmp'],)),
-      # The README's list: these were one line already; now nothing is written either.
+      # docs/errors.md's list: these were one line already; now nothing is written either.
       'unknown_strategy': Row(main(w['strategy'], '--config.strategy=oracle'),
                               "Unknown strategy 'oracle'; set --config.strategy to one of",
                               (w['strategy'],)),

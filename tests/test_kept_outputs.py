@@ -10,8 +10,8 @@ from tod_jax import cycle as cycle_lib
 from tod_jax import scoring
 from tod_jax.train_state import init_variables
 
-# Kept against recomputed outputs (README, "Precision and determinism"): float32 scores of two
-# compiled functions, which may sum in another order, agree within this on every platform.
+# Kept against recomputed outputs (docs/scale.md, "Precision and determinism"): float32 scores of
+# two compiled functions, which may sum in another order, agree within this on every platform.
 RTOL, ATOL = 1e-4, 1e-5
 
 

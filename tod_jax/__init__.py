@@ -1,6 +1,6 @@
 """tod_jax: Temporal Output Discrepancy active learning in JAX/Flax.
 
-The Python API (README, "Your own data and model"):
+The Python API (docs/own-data.md):
 
   dataset = tod_jax.Dataset.from_arrays(train_images, train_labels, test_images, test_labels)
   tod_jax.register_model('my_net', MyFlaxModule)        # optional: a model of your own

@@ -1,7 +1,7 @@
 """A drop-in `lax.conv_general_dilated` whose filter gradient is fast on CPU.
 
 XLA:CPU computes the filter gradient of ResNet-18's 32x32 convolutions several times
-slower than oneDNN does (benchmarks/conv_benchmark.py; README, "Benchmarks"), and that
+slower than oneDNN does (benchmarks/conv_benchmark.py; docs/results.md, "Performance"), and that
 gradient held tod_jax's train step below PyTorch's on CPU. Here, for the NHWC convolutions
 without dilation whose input has at least MIN_PIXELS pixels and MIN_CHANNELS
 channels, the filter gradient is one matrix product per few images; for stride 1:
@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from jax import lax
 
 # Input pixels (H x W) from which the blocked gradient wins: 32 x 32 with XLA's Eigen kernels
-# (devices.py; 16 x 16 with YNNPACK's), measured on 2 CPU devices, README "Benchmarks".
+# (devices.py; 16 x 16 with YNNPACK's), measured on 2 CPU devices, docs/results.md, "Performance".
 MIN_PIXELS = 1024
 MIN_CHANNELS = 16  # Input channels from which it wins (not the 3-channel stem).
 IMAGES_PER_DEVICE = 2  # Images per device per loop step (measured best on 1 and 2 CPU devices).

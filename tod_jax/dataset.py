@@ -40,7 +40,7 @@ class Dataset:
   def from_arrays(cls, train_images: np.ndarray, train_labels: np.ndarray,
                   test_images: np.ndarray, test_labels: np.ndarray, num_classes: int = 0,
                   name: str = 'arrays') -> 'Dataset':
-    """A user's own classification data as a Dataset (see README, "Python API").
+    """A user's own classification data as a Dataset (docs/own-data.md).
 
     Args:
       train_images: the pool, uint8 [N, H, W, C] (or [N, H, W]: one channel).

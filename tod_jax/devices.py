@@ -21,19 +21,19 @@ from tod_jax.errors import ConfigError, UserError
 
 # Models with at least this many parameters (ResNet-18) train and score faster with the CPU
 # split into one XLA device per core and with Eigen's convolutions; the digits CNN does not
-# (README, "Scale": the measurements).
+# (docs/scale.md: the measurements).
 LARGE_MODEL_PARAMS = 1_000_000
 MAX_AUTO_CPU_DEVICES = 8
 
 # XLA flags tod_jax sets, each only for the jaxlib versions known to have it, [first, last)
 # (major, minor): XLA aborts on a flag it does not know.
 # XLA:CPU in jaxlib 0.10 runs convolutions through YNNPACK by default; its own Eigen kernels run
-# ResNet-18's faster (README, "Benchmarks"). The flag takes YNNPACK's convolutions out (its
-# matmuls and reductions stay).
+# ResNet-18's faster (docs/results.md, "Performance"). The flag takes YNNPACK's convolutions
+# out (its matmuls and reductions stay).
 EIGEN_CONV_FLAG = '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution'
 EIGEN_CONV_JAXLIB = ((0, 10), (0, 12))
 # XLA:GPU: deterministic kernels only and no autotuning, so a run resumed in a new process
-# computes what the uninterrupted run did (README, "Precision and determinism"). No effect on
+# computes what the uninterrupted run did (docs/scale.md, "Precision and determinism"). No effect on
 # CPU and TPU, which are deterministic already.
 DETERMINISTIC_FLAG = '--xla_gpu_deterministic_ops=true'
 DETERMINISTIC_JAXLIB = ((0, 4), (0, 13))

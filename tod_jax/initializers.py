@@ -4,7 +4,7 @@ The authors' code, which produced the paper's numbers, initialises every layer w
 PyTorch's defaults; the paper does not say. 'pytorch' re-draws what a Flax model's
 `init` returned the way PyTorch's `reset_parameters` does for nn.Conv2d, nn.Linear
 and nn.BatchNorm2d. The difference matters for COD's first cycle, which compares with
-the initial network: PyTorch's defaults give a much flatter initial softmax (README).
+the initial network: PyTorch's defaults give a much flatter initial softmax (docs/method.md).
 """
 
 import math

@@ -8,7 +8,7 @@ and (on CPU) --devices_per_process XLA CPU devices and JAX's gloo collectives. E
 output line is prefixed with `[p<i>] `. If a process fails, the others are stopped;
 the exit code is the first failing process's (0 when all succeed). On real clusters
 (TPU pod slices, several GPU hosts) run the same main command on every host instead
-(README, "Scale").
+(docs/scale.md).
 """
 
 import os

@@ -1,7 +1,7 @@
 """Command line: `python -m tod_jax.main --config=configs/digits.py --workdir=DIR`.
 
 Config fields are overridden with `--config.key=value`. For several hosts, run the
-same command on every host with `--config.distributed.enabled=True` (README, "Scale").
+same command on every host with `--config.distributed.enabled=True` (docs/scale.md).
 """
 
 from absl import flags

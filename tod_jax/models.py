@@ -200,4 +200,4 @@ def check_intermediates(name: str, model: nn.Module, image_shape: tuple[int, ...
              for what, users in needs.items() if users and not has[what]]
   if missing:
     raise ConfigError(f"Model {name!r} sows {', and '.join(missing)} into 'intermediates' in "
-                      'its __call__ (README, "Your own data and model").')
+                      'its __call__ (docs/own-data.md).')

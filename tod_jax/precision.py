@@ -13,7 +13,7 @@ config.precision.train: the train step; .evaluate: test-set accuracy and IoU;
 .score: every query score (COD, uncertainty measures, MC dropout, features and
 core-set distances, LL4AL's predicted loss, VAAL's discriminator, BADGE).
 COD is the difference of two nearly equal outputs, so scoring defaults to
-'highest' (README, "Precision": measured overlap, accuracy and time).
+'highest' (docs/scale.md, "Precision and determinism": measured overlap, accuracy and time).
 
 config.compute_dtype: the dtype the train step computes in ('auto': bfloat16 on GPU
 and TPU, float32 on CPU). Parameters, BatchNorm statistics, the loss and every score

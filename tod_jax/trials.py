@@ -15,7 +15,7 @@ How many at once (auto_processes, for processes = 0): on the CPU, one per core (
 MAX_AUTO_PROCESSES) for a small model, whose run leaves cores idle; 1 for a large one,
 whose run already splits the CPU into one XLA device per core (devices.auto_cpu_devices).
 On a GPU or TPU 1: concurrent processes on one GPU are not measured here, and a TPU is
-held by one process. Set K yourself on a GPU (README, "Comparing strategies"); the
+held by one process. Set K yourself on a GPU (docs/strategies.md, "Comparing strategies"); the
 workers then grow their GPU memory as they need it (XLA_PYTHON_CLIENT_PREALLOCATE=false)
 instead of each taking 75% of it.
 """

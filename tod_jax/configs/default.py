@@ -94,7 +94,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Scoring and evaluation.
   config.score_chunk_size = 1024  # Pool samples per sharded scoring call (rounded up to #devices).
   # Matmul/convolution precision per phase: 'default' (TF32 on GPU, 1 bf16 pass on TPU),
-  # 'high' or 'highest' (float32); tod_jax/precision.py, README "Precision".
+  # 'high' or 'highest' (float32); tod_jax/precision.py, docs/scale.md.
   config.precision = ml_collections.ConfigDict(precision.DEFAULTS)
 
   # Devices and hosts (each batch is split over all devices; batch sizes must divide evenly).

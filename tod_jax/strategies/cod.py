@@ -7,7 +7,7 @@ Cycle 1 compares with the network's own initial weights, whose softmax is nearly
 flat. config.cod_first_cycle='lowest' (default, the authors' code) then queries the
 *lowest* scores, the samples the trained model is least sure of; 'highest' (the
 paper's text read literally) queries the largest, which on digits are the most
-confident samples (README, "Where tod_jax follows the paper").
+confident samples (docs/method.md, "Where tod_jax follows the paper").
 
 config.cod_interval='1epoch' (or '5steps', ...) compares w_c with a snapshot of the
 same cycle that far before its end instead of w_{c-1} (beyond the paper; the
